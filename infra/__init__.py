@@ -1,0 +1,1 @@
+"""Infrastructure: container specs, database configuration steps and the Pulumi program."""

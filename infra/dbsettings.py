@@ -1,0 +1,47 @@
+"""Configure a migrated database for the sync function (Pulumi's DatabaseSettings provider, the harness).
+
+The function URL is a database setting (`ALTER DATABASE … SET`), so that every pg_cron session sees
+it. The service key is a secret: it goes into the private store through
+`autosync_private.set_service_key`, as a bind parameter so that it never appears in statement text.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+
+def configure(database_url: str, *, function_url: str, service_key: str) -> None:
+    """Point pg_cron's trigger at `function_url` and store `service_key`. Idempotent."""
+    with psycopg.connect(database_url) as connection:
+        connection.execute("SELECT autosync_private.set_sync_function_url(%s)", (function_url,))
+        connection.execute(
+            "SELECT autosync_private.set_service_key(%s)", (service_key,), prepare=False
+        )
+
+
+def reset(database_url: str) -> None:
+    """Remove the function URL setting and the stored key. Idempotent."""
+    with psycopg.connect(database_url) as connection:
+        connection.execute("SELECT autosync_private.reset_sync_function_url()")
+        connection.execute("SELECT autosync_private.clear_service_key()")
+
+
+def function_url(database_url: str) -> str | None:
+    """The function URL that new sessions (and so pg_cron runs) will see."""
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute(
+            """
+            SELECT split_part(setting, '=', 2)
+            FROM pg_catalog.pg_db_role_setting AS s
+            JOIN pg_catalog.pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
+                 unnest(s.setconfig) AS setting
+            WHERE d.datname = current_database() AND setting LIKE 'app.settings.sync_function_url=%%'
+            """
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def service_key_is_set(database_url: str) -> bool:
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute("SELECT public.auto_sync_service_key_is_set()").fetchone()
+    return bool(row and row[0])

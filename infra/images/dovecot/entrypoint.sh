@@ -1,0 +1,70 @@
+#!/bin/bash
+# Writes /etc/dovecot/dovecot.conf from the environment, creates the users file and a self-signed
+# certificate when none is mounted, then runs Dovecot in the foreground.
+#
+#   IMAP_PORT        plain / STARTTLS port (default 143)
+#   IMAPS_PORT       implicit-TLS port (default 993; ignored when DOVECOT_SSL=no)
+#   IMAP_LISTEN      address to bind (default 127.0.0.1)
+#   DOVECOT_SSL      no | yes | required (default yes)
+#   DOVECOT_USERS    newline-separated "name:password" lines, used when /etc/dovecot/users is not mounted
+#   DOVECOT_TLS_SAN  subjectAltName of the generated certificate (default DNS:localhost,IP:127.0.0.1)
+set -Eeuo pipefail
+
+: "${IMAP_PORT:=143}"
+: "${IMAPS_PORT:=993}"
+: "${IMAP_LISTEN:=127.0.0.1}"
+: "${DOVECOT_SSL:=yes}"
+: "${DOVECOT_TLS_SAN:=DNS:localhost,IP:127.0.0.1}"
+
+log() { printf '%s [entrypoint] %s\n' "$(date -u +%FT%TZ)" "$*" >&2; }
+
+case "$DOVECOT_SSL" in
+    no) IMAPS_PORT=0; ssl_files='' ;;
+    yes|required)
+        tls_dir=/etc/dovecot/tls
+        if [ ! -s "$tls_dir/cert.pem" ]; then
+            mkdir -p "$tls_dir"
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+                -subj /CN=localhost -addext "subjectAltName=$DOVECOT_TLS_SAN" \
+                -keyout "$tls_dir/key.pem" -out "$tls_dir/cert.pem" 2>/dev/null
+            chmod 600 "$tls_dir/key.pem"
+            log "generated a self-signed certificate for $DOVECOT_TLS_SAN"
+        fi
+        ssl_files="ssl_server_cert_file = $tls_dir/cert.pem
+ssl_server_key_file = $tls_dir/key.pem" ;;
+    *) log "error: DOVECOT_SSL must be no, yes or required (got '$DOVECOT_SSL')"; exit 2 ;;
+esac
+
+for port in "$IMAP_PORT" "$IMAPS_PORT"; do
+    if ! [[ "$port" =~ ^[0-9]+$ ]] || [ "$port" -gt 65535 ]; then
+        log "error: IMAP_PORT and IMAPS_PORT must be port numbers (got '$port')"; exit 2
+    fi
+done
+
+if [ ! -e /etc/dovecot/users ]; then
+    umask 077
+    : > /etc/dovecot/users
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        name=${line%%:*}
+        password=${line#*:}
+        if [ "$name" = "$line" ] || [ -z "$name" ]; then
+            log 'error: DOVECOT_USERS lines must read name:password'; exit 2
+        fi
+        printf '%s:{PLAIN}%s::::::\n' "$name" "$password" >> /etc/dovecot/users
+    done <<< "${DOVECOT_USERS:-}"
+    umask 022
+    # Dovecot's auth process reads the file as the dovecot user.
+    chown root:dovecot /etc/dovecot/users
+    chmod 640 /etc/dovecot/users
+fi
+
+mkdir -p /srv/mail
+chown nobody:nogroup /srv/mail
+
+ssl_files_escaped=${ssl_files//$'\n'/\\n}
+sed -e "s|@IMAP_PORT@|$IMAP_PORT|" -e "s|@IMAPS_PORT@|$IMAPS_PORT|" -e "s|@IMAP_LISTEN@|$IMAP_LISTEN|" \
+    -e "s|@DOVECOT_SSL@|$DOVECOT_SSL|" -e "s|@SSL_FILES@|$ssl_files_escaped|" \
+    /etc/dovecot/dovecot.conf.in > /etc/dovecot/dovecot.conf
+
+exec dovecot -F "$@"

@@ -1,0 +1,1 @@
+"""autosync sync function: HTTP API, queue worker and IMAP import."""
