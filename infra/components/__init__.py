@@ -1,0 +1,1 @@
+"""Pulumi components of the autosync stack, one module per component (see infra/README.md)."""

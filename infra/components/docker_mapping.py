@@ -1,0 +1,148 @@
+"""Map container specs (`infra/containers.py`, `infra/function_specs.py`) onto pulumi-docker arguments.
+
+The Pulumi side of "one source of truth for containers": `infra/docker_local.py` maps the same
+specs onto the Docker engine for the harness. Only the mapping lives here; the components decide
+which resources to declare.
+
+Secrets: a spec carries its secret environment values as plain strings, which the program does
+not have (they are Pulumi secrets). Components build specs with `SECRET_PLACEHOLDER` and pass the
+real values to `container_args`, which refuses a spec whose secret variables and the supplied
+secrets differ, so a placeholder can never reach a container.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pulumi
+import pulumi_docker as docker
+
+from infra.containers import ContainerSpec, HealthCheck, ImageSpec
+from infra.docker_local import ENV_LABEL
+
+SECRET_PLACEHOLDER = "<set-by-pulumi-secret>"  # noqa: S105 - a marker, never a value
+
+# Containers deployed by Pulumi are long-lived, unlike the harness's: come back after a reboot
+# or a crash unless someone stopped them on purpose.
+RESTART_POLICY = "unless-stopped"
+
+
+def duration(seconds: float) -> str:
+    """A Docker duration string: 2.0 → "2s", 0.5 → "500ms"."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+def relative_path(path: os.PathLike[str] | str) -> str:
+    """`path` relative to the working directory.
+
+    Build contexts are resource inputs stored in the state: relative paths keep the checkout's
+    location on one machine out of the state, so another checkout shows no diff.
+    """
+    return os.path.relpath(os.fspath(path))
+
+
+def image_name(spec: ImageSpec, tag_override: str | None = None) -> str:
+    """`repository:tag`, the tag being the content hash unless the stack overrides it."""
+    return f"{spec.repository}:{tag_override}" if tag_override else spec.tag
+
+
+def image_args(spec: ImageSpec, *, tag_override: str | None = None) -> docker.ImageArgs:
+    """A local build of `spec`: never pushed (there is no registry), built with host networking
+    so that apt-get inside the build reaches the machine's Debian mirror (as the harness does)."""
+    return docker.ImageArgs(
+        image_name=image_name(spec, tag_override),
+        build=docker.DockerBuildArgs(
+            context=relative_path(spec.context),
+            dockerfile=relative_path(spec.context / spec.dockerfile),
+            args=dict(spec.build_args) or None,
+            network="host",
+        ),
+        skip_push=True,
+    )
+
+
+def healthcheck_args(check: HealthCheck) -> docker.ContainerHealthcheckArgs:
+    return docker.ContainerHealthcheckArgs(
+        tests=list(check.test),
+        interval=duration(check.interval_s),
+        timeout=duration(check.timeout_s),
+        retries=check.retries,
+        start_period=duration(check.start_period_s),
+    )
+
+
+def wait_timeout_s(check: HealthCheck) -> int:
+    """How long `pulumi up` waits for healthy: the start period plus every retry, with a margin."""
+    return int(check.start_period_s + check.retries * (check.interval_s + check.timeout_s)) + 30
+
+
+def env_list(spec: ContainerSpec, secrets: Mapping[str, pulumi.Input[str]]) -> list[pulumi.Input[str]]:
+    """`KEY=value` entries, sorted; secret variables come from `secrets` and stay Pulumi secrets."""
+    missing = spec.secret_env - set(secrets)
+    extra = set(secrets) - spec.secret_env
+    if missing or extra:
+        raise ValueError(
+            f"container {spec.name}: secret variables {sorted(spec.secret_env)} need exactly one value "
+            f"each (missing {sorted(missing)}, not secret in the spec {sorted(extra)})"
+        )
+    entries: list[pulumi.Input[str]] = []
+    for key in sorted(spec.env):
+        if key in secrets:
+            entries.append(pulumi.Output.secret(secrets[key]).apply(lambda value, key=key: f"{key}={value}"))
+        else:
+            entries.append(f"{key}={spec.env[key]}")
+    return entries
+
+
+def container_args(
+    spec: ContainerSpec,
+    *,
+    image: pulumi.Input[str],
+    env_label: str,
+    secrets: Mapping[str, pulumi.Input[str]],
+    volume_names: Mapping[str, pulumi.Input[str]] | None = None,
+) -> docker.ContainerArgs:
+    """A container for `spec` running `image`.
+
+    Host networking, as in the harness: the service binds `spec.port` on loopback itself, so no
+    port is published. `volume_names` maps the spec's volume names to declared Volume names (so the
+    container depends on the Volume resources). Containers with a health check are waited for:
+    `pulumi up` proceeds only once Docker reports them healthy.
+    """
+    volume_names = volume_names or {}
+    labels = [docker.ContainerLabelArgs(label=ENV_LABEL, value=env_label)]
+    if spec.port is not None:
+        labels.append(docker.ContainerLabelArgs(label="autosync.port", value=str(spec.port)))
+    check = spec.healthcheck
+    return docker.ContainerArgs(
+        name=spec.name,
+        image=image,
+        command=list(spec.command) or None,
+        envs=env_list(spec, secrets),
+        network_mode="host",
+        volumes=[
+            docker.ContainerVolumeArgs(volume_name=volume_names.get(name, name), container_path=path)
+            for name, path in sorted(spec.volumes.items())
+        ]
+        or None,
+        healthcheck=healthcheck_args(check) if check is not None else None,
+        wait=check is not None,
+        wait_timeout=wait_timeout_s(check) if check is not None else None,
+        stop_signal=spec.stop_signal,
+        labels=labels,
+        restart=RESTART_POLICY,
+        must_run=True,
+    )
+
+
+def volume_args(name: str, *, env_label: str) -> docker.VolumeArgs:
+    return docker.VolumeArgs(name=name, labels=[docker.VolumeLabelArgs(label=ENV_LABEL, value=env_label)])
+
+
+def as_kwargs(args: Any) -> dict[str, Any]:
+    """The keyword arguments an `*Args` object was built from (for `Resource(name, **kwargs)`-style
+    callers and for tests comparing a spec with what was declared)."""
+    return {key: value for key, value in vars(args).items() if not key.startswith("_")}
