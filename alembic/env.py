@@ -6,10 +6,10 @@ import os
 import sys
 from logging.config import fileConfig
 
-from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from alembic import context
 from infra.migrations import sqlalchemy_url
 
 config = context.config

@@ -14,9 +14,7 @@ def configure(database_url: str, *, function_url: str, service_key: str) -> None
     """Point pg_cron's trigger at `function_url` and store `service_key`. Idempotent."""
     with psycopg.connect(database_url) as connection:
         connection.execute("SELECT autosync_private.set_sync_function_url(%s)", (function_url,))
-        connection.execute(
-            "SELECT autosync_private.set_service_key(%s)", (service_key,), prepare=False
-        )
+        connection.execute("SELECT autosync_private.set_service_key(%s)", (service_key,), prepare=False)
 
 
 def reset(database_url: str) -> None:
@@ -31,7 +29,7 @@ def function_url(database_url: str) -> str | None:
     with psycopg.connect(database_url) as connection:
         row = connection.execute(
             """
-            SELECT split_part(setting, '=', 2)
+            SELECT substr(setting, length('app.settings.sync_function_url=') + 1)
             FROM pg_catalog.pg_db_role_setting AS s
             JOIN pg_catalog.pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
                  unnest(s.setconfig) AS setting

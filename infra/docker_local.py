@@ -7,9 +7,11 @@ environment can always be removed completely, even after a crash.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 import time
+
 import docker
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
@@ -105,10 +107,8 @@ def wait_healthy(container: Container, *, timeout_s: float = 120.0) -> None:
 
 
 def remove_container(engine: docker.DockerClient, name: str) -> None:
-    try:
+    with contextlib.suppress(NotFound):
         engine.containers.get(name).remove(force=True, v=True)
-    except NotFound:
-        pass
 
 
 def remove_environment(engine: docker.DockerClient, env_name: str) -> list[str]:

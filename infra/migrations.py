@@ -5,12 +5,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
+
+from alembic import command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
