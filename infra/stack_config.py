@@ -258,7 +258,9 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
         hint="must be 1-40 of a-z 0-9 _ . -, starting with a letter or digit",
     )
     if name_prefix is None and source.get("namePrefix") is None:
-        name_prefix = f"autosync-{stack}".lower()
+        # "pulumi" in the name keeps the stack's containers apart from the harness's `make up`
+        # environments (`autosync-dev-…`) on the same Docker engine.
+        name_prefix = f"autosync-pulumi-{stack}".lower()
         if not _NAME_PREFIX.match(name_prefix):
             reader.fail("namePrefix", f"the default {name_prefix!r} is not a valid Docker name; set one")
 

@@ -1,0 +1,122 @@
+"""The sync function's container specs (infra/function_specs.py)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from infra.containers import REPO_ROOT
+from infra.function_specs import (
+    FUNCTION_DOCKERFILE,
+    FUNCTION_SECRET_ENV,
+    FUNCTION_SOURCES,
+    SyncFunctionConfig,
+    sources_hash,
+    sync_function_container,
+    sync_function_image,
+)
+
+CONFIG = SyncFunctionConfig(
+    name="t-function",
+    database_url="postgresql://u:p@127.0.0.1:5432/db",
+    service_key="k" * 40,
+    jwt_secret="j" * 40,
+    encryption_key="e" * 44,
+    port=8123,
+)
+
+
+def test_serve_spec() -> None:
+    spec = sync_function_container(CONFIG, role="serve")
+    assert spec.name == "t-function-serve"
+    assert spec.command == ("autosync", "serve")
+    assert spec.port == 8123
+    assert spec.env == {
+        "DATABASE_URL": CONFIG.database_url,
+        "AUTOSYNC_SERVICE_KEY": CONFIG.service_key,
+        "AUTOSYNC_JWT_SECRET": CONFIG.jwt_secret,
+        "AUTOSYNC_ENCRYPTION_KEY": CONFIG.encryption_key,
+        "AUTOSYNC_HOST": "127.0.0.1",
+        "AUTOSYNC_PORT": "8123",
+    }
+    assert spec.secret_env == FUNCTION_SECRET_ENV
+    assert spec.healthcheck is not None
+    probe = " ".join(spec.healthcheck.test)
+    assert "http://127.0.0.1:8123/healthz" in probe
+    assert CONFIG.url == "http://127.0.0.1:8123"
+
+
+def test_worker_spec() -> None:
+    spec = sync_function_container(CONFIG, role="worker", index=2)
+    assert spec.name == "t-function-worker-2"
+    assert spec.command == ("autosync", "worker")
+    assert spec.port is None and spec.healthcheck is None
+    assert spec.env == sync_function_container(CONFIG, role="serve").env
+
+
+def test_secret_env_names_exactly_the_secrets() -> None:
+    spec = sync_function_container(CONFIG, role="serve")
+    secret_values = {CONFIG.database_url, CONFIG.service_key, CONFIG.jwt_secret, CONFIG.encryption_key}
+    assert {key for key, value in spec.env.items() if value in secret_values} == spec.secret_env
+
+
+def test_unknown_role() -> None:
+    with pytest.raises(ValueError, match="unknown role"):
+        sync_function_container(CONFIG, role="cron")  # type: ignore[arg-type]
+
+
+def test_config_repr_hides_secrets() -> None:
+    assert CONFIG.service_key not in repr(CONFIG) and "u:p@" not in repr(CONFIG)
+
+
+def test_image_spec() -> None:
+    image = sync_function_image({"PIP_CERT": "/run/ca.pem"})
+    assert image.context == REPO_ROOT
+    assert image.dockerfile == FUNCTION_DOCKERFILE
+    assert image.tag.startswith("autosync-sync-function:")
+    assert image.tag != sync_function_image().tag  # build args are part of the tag
+
+
+def test_sources_hash_covers_sources_only(tmp_path: Path) -> None:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("a = 1\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "unrelated.txt").write_text("x")
+    sources = ("pyproject.toml", "pkg", ".dockerignore")
+    before = sources_hash(tmp_path, sources)
+    (tmp_path / "unrelated.txt").write_text("y")
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    assert sources_hash(tmp_path, sources) == before
+    (tmp_path / "pkg" / "a.py").write_text("a = 2\n")
+    assert sources_hash(tmp_path, sources) != before
+
+
+def copy_sources(dockerfile: Path) -> list[str]:
+    """The local sources of the Dockerfile's COPY/ADD instructions (not those from other stages)."""
+    found: list[str] = []
+    text = dockerfile.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if not words or words[0].upper() not in {"COPY", "ADD"}:
+            continue
+        args = words[1:]
+        if any(arg.startswith("--from") for arg in args):
+            continue
+        paths = [arg for arg in args if not arg.startswith("--")]
+        found += paths[:-1]
+    return found
+
+
+def test_image_tag_covers_every_copied_source() -> None:
+    dockerfile = REPO_ROOT / FUNCTION_DOCKERFILE
+    if not dockerfile.exists():
+        pytest.skip(f"{FUNCTION_DOCKERFILE} is not written yet")
+    uncovered = [
+        source
+        for source in copy_sources(dockerfile)
+        if not any(Path(source.rstrip("/")).is_relative_to(covered) for covered in FUNCTION_SOURCES)
+    ]
+    assert not uncovered, f"add {uncovered} to FUNCTION_SOURCES, or a change there will not rebuild the image"

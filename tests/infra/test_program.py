@@ -1,0 +1,183 @@
+"""The Pulumi program (infra/__main__.py) run offline under Pulumi's mocks.
+
+Each test runs the real program with a stack config and inspects what it registered: resources,
+parents, explicit dependencies, inputs (secrets still marked) and the stack exports.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.components.secrets import GeneratedSecret
+from infra.stack_config import StackConfigError
+from tests.infra.conftest import ProgramRun
+from tests.infra.mocks import MOCK_REVISION, resolve
+
+CONTAINER = "docker:index/container:Container"
+IMAGE = "docker:index/image:Image"
+VOLUME = "docker:index/volume:Volume"
+MIGRATIONS = "pulumi-python:dynamic/autosync:Migrations"
+SETTINGS = "pulumi-python:dynamic/autosync:DatabaseSettings"
+GENERATED = f"pulumi-python:{GeneratedSecret._resource_type_name}"
+
+KEY = "s" * 48
+EXISTING_DB = "postgresql://app:pw@db.example.com:5432/autosync"
+
+
+def docker_resources(run: ProgramRun) -> list[str]:
+    return sorted(r.name for r in run.monitor.registrations.values() if r.type.startswith("docker:"))
+
+
+def test_default_stack_declares_the_whole_graph(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program()
+    monitor = run.monitor
+    assert docker_resources(run) == [
+        "postgres-container",
+        "postgres-image",
+        "postgres-volume-autosync-pulumi-dev-postgres-data",
+        "sync-function-image",
+        "sync-function-serve",
+        "sync-function-worker-1",
+    ]
+    assert sorted(r.name for r in monitor.by_type(GENERATED)) == [
+        "secrets-database-password",
+        "secrets-encryption-key",
+        "secrets-jwt-secret",
+        "secrets-service-key",
+    ]
+    postgres = monitor.by_name("postgres")
+    function = monitor.by_name("sync-function")
+    assert postgres.type == "autosync:postgres:Postgres"
+    assert function.type == "autosync:sync_function:SyncFunction"
+    for child in (
+        "postgres-image",
+        "postgres-container",
+        "postgres-volume-autosync-pulumi-dev-postgres-data",
+    ):
+        assert monitor.by_name(child).parent == postgres.urn
+    for child in ("sync-function-image", "sync-function-serve", "sync-function-worker-1"):
+        assert monitor.by_name(child).parent == function.urn
+
+
+def test_order_database_migrations_settings_function(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program().monitor
+    container = monitor.by_name("postgres-container")
+    migrations = monitor.by_name("migrations")
+    settings = monitor.by_name("database-settings")
+    assert container.plain("wait") is True  # created only once healthy
+    assert container.urn in migrations.dependencies
+    assert migrations.urn in settings.dependencies
+    assert settings.urn in monitor.by_name("sync-function").dependencies
+    # The containers themselves wait too, not only their component.
+    for name in ("sync-function-serve", "sync-function-worker-1"):
+        assert settings.urn in monitor.by_name(name).dependencies
+
+
+def test_exports(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program({"functionPort": "8080", "postgresPort": "55432"})
+    assert set(run.exports) == {"functionUrl", "databaseUrl", "migrationRevision"}
+    assert resolve(run.exports["functionUrl"]) == ("http://127.0.0.1:8080", False)
+    assert resolve(run.exports["migrationRevision"]) == (MOCK_REVISION, False)
+    url, secret = resolve(run.exports["databaseUrl"])
+    assert secret, "the database URL carries the password: it must be exported as a secret"
+    password = run.monitor.by_name("postgres-container").plain("envs")
+    assert url.startswith("postgresql://postgres:") and url.endswith("@127.0.0.1:55432/autosync")
+    assert f"POSTGRES_PASSWORD={url.split(':')[2].split('@')[0]}" in password
+
+
+def test_secrets_stay_secret(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program()
+    monitor = run.monitor
+    settings = monitor.by_name("database-settings")
+    service_key = settings.plain("service_key")
+    assert len(service_key) >= 32
+    assert settings.is_secret("service_key") and settings.is_secret("database_url")
+    assert monitor.by_name("migrations").is_secret("database_url")
+    # No plain export contains the key; the only secret export is the database URL.
+    for name, output in run.exports.items():
+        value, secret = resolve(output)
+        assert service_key not in str(value), name
+        assert secret == (name == "databaseUrl"), name
+    # Every container's environment holds secrets, so the whole list is secret.
+    for container in monitor.by_type(CONTAINER):
+        assert container.is_secret("envs"), container.name
+    serve_env = monitor.by_name("sync-function-serve").plain("envs")
+    assert f"AUTOSYNC_SERVICE_KEY={service_key}" in serve_env
+    assert not any(
+        "<set-by-pulumi-secret>" in entry for c in monitor.by_type(CONTAINER) for entry in c.plain("envs")
+    )
+
+
+def test_configured_secrets_are_used_not_generated(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program(
+        {"serviceKey": KEY, "databasePassword": "p" * 16}, secret={"serviceKey", "databasePassword"}
+    )
+    monitor = run.monitor
+    assert sorted(r.name for r in monitor.by_type(GENERATED)) == [
+        "secrets-encryption-key",
+        "secrets-jwt-secret",
+    ]
+    assert monitor.by_name("database-settings").plain("service_key") == KEY
+    assert "POSTGRES_PASSWORD=" + "p" * 16 in monitor.by_name("postgres-container").plain("envs")
+
+
+def test_existing_infrastructure_creates_no_containers(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program(
+        {"databaseUrl": EXISTING_DB, "functionUrl": "https://fn.example.com/", "serviceKey": KEY},
+        secret={"databaseUrl", "serviceKey"},
+    )
+    monitor = run.monitor
+    assert docker_resources(run) == []
+    assert monitor.by_type(GENERATED) == []  # nothing left to generate
+    migrations = monitor.by_name("migrations")
+    settings = monitor.by_name("database-settings")
+    assert migrations.plain("database_url") == EXISTING_DB and migrations.dependencies == []
+    assert settings.plain("function_url") == "https://fn.example.com"
+    assert migrations.urn in settings.dependencies
+    assert resolve(run.exports["functionUrl"]) == ("https://fn.example.com", False)
+    assert resolve(run.exports["databaseUrl"]) == (EXISTING_DB, True)
+
+
+def test_existing_database_with_local_function(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program({"databaseUrl": EXISTING_DB}, secret={"databaseUrl"})
+    monitor = run.monitor
+    assert docker_resources(run) == ["sync-function-image", "sync-function-serve", "sync-function-worker-1"]
+    assert "secrets-database-password" not in {r.name for r in monitor.by_type(GENERATED)}
+    assert f"DATABASE_URL={EXISTING_DB}" in monitor.by_name("sync-function-worker-1").plain("envs")
+
+
+def test_existing_function_with_local_database(run_program) -> None:  # type: ignore[no-untyped-def]
+    run = run_program({"functionUrl": "http://10.0.0.5:8000", "serviceKey": KEY}, secret={"serviceKey"})
+    assert docker_resources(run) == [
+        "postgres-container",
+        "postgres-image",
+        "postgres-volume-autosync-pulumi-dev-postgres-data",
+    ]
+    assert run.monitor.by_name("database-settings").plain("function_url") == "http://10.0.0.5:8000"
+
+
+@pytest.mark.parametrize("workers", [0, 3])
+def test_worker_count(run_program, workers: int) -> None:  # type: ignore[no-untyped-def]
+    run = run_program({"workers": str(workers)})
+    names = [n for n in docker_resources(run) if n.startswith("sync-function-worker-")]
+    assert names == [f"sync-function-worker-{i}" for i in range(1, workers + 1)]
+
+
+def test_name_prefix_and_labels(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program({"namePrefix": "acme"}).monitor
+    names = sorted(c.plain("name") for c in monitor.by_type(CONTAINER))
+    assert names == ["acme-function-serve", "acme-function-worker-1", "acme-postgres"]
+    for resource in [*monitor.by_type(CONTAINER), *monitor.by_type(VOLUME)]:
+        assert {"label": "autosync.env", "value": "acme"} in resource.plain("labels")
+
+
+def test_invalid_config_stops_the_program_before_any_resource(run_program) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StackConfigError, match="autosync:postgresPort"):
+        run_program({"postgresPort": "not-a-port"})
+
+
+def test_image_tag_override(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program({"postgresImageTag": "17-custom", "functionImageTag": "v1"}).monitor
+    assert monitor.by_name("postgres-image").plain("imageName") == "autosync-postgres:17-custom"
+    assert monitor.by_name("postgres-container").plain("image") == "autosync-postgres:17-custom"
+    assert monitor.by_name("sync-function-serve").plain("image") == "autosync-sync-function:v1"
