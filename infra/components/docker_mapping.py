@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -140,9 +139,3 @@ def container_args(
 
 def volume_args(name: str, *, env_label: str) -> docker.VolumeArgs:
     return docker.VolumeArgs(name=name, labels=[docker.VolumeLabelArgs(label=ENV_LABEL, value=env_label)])
-
-
-def as_kwargs(args: Any) -> dict[str, Any]:
-    """The keyword arguments an `*Args` object was built from (for `Resource(name, **kwargs)`-style
-    callers and for tests comparing a spec with what was declared)."""
-    return {key: value for key, value in vars(args).items() if not key.startswith("_")}
