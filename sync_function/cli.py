@@ -13,6 +13,70 @@ app.add_typer(env_app, name="env")
 console = Console(stderr=True)
 
 
+def _settings():  # type: ignore[no-untyped-def]
+    from sync_function.settings import ConfigError, load_settings
+
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        typer.echo(f"autosync: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Bind address (default AUTOSYNC_HOST, 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default AUTOSYNC_PORT, 8000)."),
+) -> None:
+    """Run the HTTP API (settings, accounts, history, the functions pg_cron calls)."""
+    import uvicorn
+
+    from sync_function import logs
+    from sync_function.main import create_app
+
+    config = _settings()
+    logs.configure(config.log_level)
+    uvicorn.run(
+        create_app(config),
+        host=host or config.host,
+        port=port or config.port,
+        log_level=config.log_level,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+@app.command()
+def worker(
+    concurrency: int | None = typer.Option(None, help="Imports run at once (default AUTOSYNC_WORKER_CONCURRENCY)."),
+    metrics_port: int | None = typer.Option(None, help="Serve this worker's Prometheus metrics on 127.0.0.1:PORT."),
+) -> None:
+    """Run a queue worker. Start as many as you like, on any host sharing the database."""
+    import asyncio
+
+    from prometheus_client import start_http_server
+
+    from sync_function import logs, metrics, queue
+
+    config = _settings()
+    logs.configure(config.log_level)
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.REGISTRY)
+    asyncio.run(queue.run_worker(config, concurrency=concurrency))
+
+
+@app.command()
+def openapi() -> None:
+    """Print the OpenAPI document (no configuration or database needed)."""
+    import json
+
+    from sync_function.main import create_app
+    from sync_function.settings import Settings
+
+    placeholder = Settings.model_construct()
+    typer.echo(json.dumps(create_app(placeholder).openapi(), indent=2))
+
+
 @env_app.command("up")
 def env_up(
     name: str = typer.Option(

@@ -1,0 +1,53 @@
+"""Request dependencies, as `Annotated` aliases so route signatures read like sentences."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from psycopg import Connection
+from psycopg_pool import ConnectionPool
+
+from sync_function.auth import Unauthorized, bearer_token, is_service_key, user_from_jwt
+from sync_function.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_pool(request: Request) -> ConnectionPool:
+    pool: ConnectionPool = request.app.state.pool
+    return pool
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PoolDep = Annotated[ConnectionPool, Depends(get_pool)]
+
+
+def get_connection(pool: PoolDep) -> Iterator[Connection]:
+    with pool.connection() as conn:
+        yield conn
+
+
+ConnectionDep = Annotated[Connection, Depends(get_connection)]
+
+
+def current_user(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:
+    token = bearer_token(authorization)
+    return user_from_jwt(
+        token, secret=settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience
+    )
+
+
+def require_service(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+    token = bearer_token(authorization)
+    if not is_service_key(token, service_key=settings.service_key.get_secret_value()):
+        raise Unauthorized("invalid service key")
+
+
+CurrentUser = Annotated[uuid.UUID, Depends(current_user)]
+ServiceCaller = Depends(require_service)

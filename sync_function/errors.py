@@ -1,0 +1,71 @@
+"""Errors as JSON a person can act on: {"success": false, "error": "..."}; never a stack trace."""
+
+from __future__ import annotations
+
+import psycopg
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from psycopg_pool import PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sync_function.auth import Unauthorized
+
+log = structlog.get_logger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status_code: int, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.headers = headers
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
+    return JSONResponse({"success": False, "error": message, **extra}, status_code=status_code, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for problem in exc.errors():
+        location = ".".join(str(part) for part in problem.get("loc", ()) if part != "body")
+        if problem.get("type") == "json_invalid":
+            parts.append("request body is not valid JSON")
+        else:
+            parts.append(f"{location or 'body'}: {problem.get('msg')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status_code, exc.message, exc.headers)
+
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:
+        return error_response(401, str(exc), {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(422, _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_down(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        log.warning("database unavailable", error=type(exc).__name__)
+        return error_response(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning("database unavailable", error="PoolTimeout")
+        return error_response(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", path=request.url.path)
+        return error_response(500, "internal error")

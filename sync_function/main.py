@@ -1,0 +1,42 @@
+"""Build the ASGI app. Nothing happens at import time: settings and pools come from create_app."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from sync_function import errors, metrics
+from sync_function.db import open_pool
+from sync_function.routes import accounts, functions, health, history, settings
+from sync_function.settings import Settings
+
+
+def create_app(config: Settings, *, imap_ssl_context: ssl.SSLContext | None = None) -> FastAPI:
+    """The service for `config`. `imap_ssl_context` overrides IMAP certificate checks (tests)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = open_pool(config.database_url.get_secret_value(), max_size=config.db_pool_max, name="autosync-api")
+        app.state.pool = pool
+        app.state.metrics_registry = metrics.api_registry(pool)
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="autosync",
+        version="0.1.0",
+        description="Server-side periodic email import: settings, accounts, sync history, and the "
+        "endpoints pg_cron's trigger calls.",
+        lifespan=lifespan,
+    )
+    app.state.settings = config
+    app.state.imap_ssl_context = imap_ssl_context
+    errors.install(app)
+    for module in (settings, accounts, history, functions, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,36 @@
+"""Failure notifications: a POST to the operator's webhook when a user's syncs keep failing."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+def post_failure_alert(
+    webhook_url: str,
+    *,
+    user_id: uuid.UUID,
+    run_id: uuid.UUID,
+    consecutive_failures: int,
+    last_error: str,
+    timeout_s: float = 5.0,
+) -> bool:
+    """POST the alert; a failing webhook is logged, never raised (the sync outcome stands)."""
+    payload = {
+        "event": "auto_sync.failing",
+        "user_id": str(user_id),
+        "run_id": str(run_id),
+        "consecutive_failures": consecutive_failures,
+        "last_error": last_error,
+    }
+    try:
+        response = httpx.post(webhook_url, json=payload, timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("failure webhook not delivered", user_id=str(user_id), error=type(exc).__name__)
+        return False
+    return True

@@ -1,0 +1,97 @@
+"""The import queue: procrastinate tasks, a backoff retry strategy, and the worker entry point.
+
+Jobs are enqueued in the API's transaction (see runs.request_run); this module only runs them.
+Workers scale out: any number of `autosync worker` processes, on any hosts, share one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import uuid
+from typing import Any
+
+import procrastinate
+import structlog
+from procrastinate.jobs import Job
+from procrastinate.retry import BaseRetryStrategy, RetryDecision
+
+from sync_function import runs, sync
+from sync_function.db import open_pool
+from sync_function.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class BackoffRetry(BaseRetryStrategy):
+    """Attempt n (from 1) that fails waits base * 2**(n-1) seconds; none after `max_attempts`."""
+
+    def __init__(self, *, max_attempts: int, base_seconds: float) -> None:
+        self.max_attempts = max_attempts
+        self.base_seconds = base_seconds
+
+    def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
+        attempt = job.attempts + 1
+        if attempt >= self.max_attempts:
+            return None
+        return RetryDecision(retry_in={"seconds": self.base_seconds * 2 ** (attempt - 1)})  # type: ignore[typeddict-item]
+
+
+def build_app(settings: Settings) -> procrastinate.App:
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=settings.database_url.get_secret_value())
+    )
+
+    @app.task(
+        name=runs.TASK_NAME,
+        queue=runs.QUEUE,
+        pass_context=True,
+        retry=BackoffRetry(max_attempts=settings.max_attempts, base_seconds=settings.retry_base_seconds),
+    )
+    def import_user(context: procrastinate.JobContext, run_id: str) -> dict[str, Any]:
+        deps = context.additional_context
+        attempt = context.job.attempts + 1
+        result = sync.run_attempt(
+            deps["pool"],
+            settings,
+            run_id=uuid.UUID(run_id),
+            attempt=attempt,
+            final=attempt >= settings.max_attempts,
+            ssl_context=deps.get("ssl_context"),
+        )
+        return {"status": result.status, "imported": result.imported}
+
+    return app
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    name: str | None = None,
+) -> None:
+    """Run a worker until cancelled (SIGINT/SIGTERM stop it gracefully)."""
+    app = build_app(settings)
+    pool = open_pool(
+        settings.database_url.get_secret_value(),
+        max_size=(concurrency or settings.worker_concurrency) + 1,
+        name="autosync-worker",
+    )
+    try:
+        async with app.open_async():
+            await app.run_worker_async(
+                queues=[runs.QUEUE],
+                concurrency=concurrency or settings.worker_concurrency,
+                name=name,
+                additional_context={"pool": pool, "ssl_context": ssl_context},
+                # Finished jobs are history in sync_runs already; the queue keeps only live work.
+                delete_jobs="successful",
+                fetch_job_polling_interval=1.0,
+            )
+    finally:
+        pool.close()
+
+
+def main(settings: Settings) -> None:
+    asyncio.run(run_worker(settings))

@@ -1,0 +1,206 @@
+"""Sync runs and attempts: the queue's bookkeeping and each user's history.
+
+A run is one request to import a user's mail; at most one is active (queued or running) per user,
+enforced by a partial unique index. Creating a run and enqueueing its job happen in one
+transaction, so there is never a queued run without a job, nor a job without a run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import Connection
+from psycopg.rows import dict_row
+
+QUEUE = "imports"
+TASK_NAME = "autosync.import_user"
+
+Trigger = Literal["cron", "manual"]
+
+INSERT_RUN = """
+INSERT INTO public.sync_runs (user_id, trigger, status)
+VALUES (%(user_id)s, %(trigger)s, %(status)s)
+ON CONFLICT (user_id) WHERE status IN ('queued', 'running') DO NOTHING
+RETURNING id
+"""
+
+ACTIVE_RUN = """
+SELECT id FROM public.sync_runs WHERE user_id = %(user_id)s AND status IN ('queued', 'running')
+"""
+
+# procrastinate's own versioned SQL entry point, called inside our transaction so that the run and
+# its job commit together.
+DEFER_JOB = """
+SELECT unnest(public.procrastinate_defer_jobs_v1(ARRAY[
+    ROW(%(queue)s, %(task)s, 0, %(lock)s, %(lock)s, %(args)s::jsonb, NULL)
+]::public.procrastinate_job_to_defer_v1[]))
+"""
+
+SET_JOB = "UPDATE public.sync_runs SET job_id = %(job_id)s WHERE id = %(run_id)s"
+
+START_ATTEMPT = """
+UPDATE public.sync_runs
+SET status = 'running', attempts = %(attempt)s, started_at = coalesce(started_at, now())
+WHERE id = %(run_id)s AND status IN ('queued', 'running')
+RETURNING user_id
+"""
+
+INSERT_ATTEMPT = """
+INSERT INTO public.sync_run_attempts (run_id, attempt, user_id)
+VALUES (%(run_id)s, %(attempt)s, %(user_id)s)
+ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', started_at = now(), error = NULL
+"""
+
+FINISH_ATTEMPT = """
+UPDATE public.sync_run_attempts
+SET status = %(status)s, messages_imported = %(messages)s, error = %(error)s, finished_at = now()
+WHERE run_id = %(run_id)s AND attempt = %(attempt)s
+"""
+
+# A run that will be retried goes back to 'queued' and keeps its last error visible.
+FINISH_RUN = """
+UPDATE public.sync_runs
+SET status = %(status)s,
+    messages_imported = messages_imported + %(messages)s,
+    error = %(error)s,
+    finished_at = CASE WHEN %(status)s IN ('succeeded', 'failed') THEN now() END
+WHERE id = %(run_id)s
+"""
+
+CONSECUTIVE_FAILURES = """
+SELECT count(*) FROM public.sync_runs
+WHERE user_id = %(user_id)s AND status = 'failed'
+  AND queued_at > coalesce(
+      (SELECT max(queued_at) FROM public.sync_runs WHERE user_id = %(user_id)s AND status = 'succeeded'),
+      '-infinity')
+"""
+
+HISTORY = """
+SELECT id, trigger, status, attempts, messages_imported, error, queued_at, started_at, finished_at
+FROM public.sync_runs
+WHERE user_id = %(user_id)s
+ORDER BY queued_at DESC
+LIMIT %(limit)s
+"""
+
+RECENT_MANUAL = """
+SELECT count(*), min(queued_at) FROM public.sync_runs
+WHERE user_id = %(user_id)s AND trigger = 'manual' AND queued_at > now() - make_interval(secs => %(window)s)
+"""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    run_id: uuid.UUID
+    created: bool
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: uuid.UUID
+    trigger: str
+    status: str
+    attempts: int
+    messages_imported: int
+    error: str | None
+    queued_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def user_lock(conn: Connection, user_id: uuid.UUID) -> None:
+    """Serialise this transaction with others for the same user (same key as the SQL functions)."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('auto-sync-' || %(user_id)s::text, 0))",
+        {"user_id": user_id},
+    )
+
+
+def request_run(conn: Connection, *, user_id: uuid.UUID, trigger: Trigger, enqueue: bool) -> RunRequest:
+    """Create a run for `user_id` (and its queue job when `enqueue`), or return the active one.
+
+    Must be called inside a transaction.
+    """
+    row = conn.execute(
+        INSERT_RUN, {"user_id": user_id, "trigger": trigger, "status": "queued"}
+    ).fetchone()
+    if row is None:
+        active = conn.execute(ACTIVE_RUN, {"user_id": user_id}).fetchone()
+        if active is None:  # finished between the two statements: one more try settles it
+            return request_run(conn, user_id=user_id, trigger=trigger, enqueue=enqueue)
+        return RunRequest(run_id=active[0], created=False)
+    run_id: uuid.UUID = row[0]
+    if enqueue:
+        job = conn.execute(
+            DEFER_JOB,
+            {
+                "queue": QUEUE,
+                "task": TASK_NAME,
+                "lock": f"user:{user_id}",
+                "args": json.dumps({"run_id": str(run_id)}),
+            },
+        ).fetchone()
+        assert job is not None
+        conn.execute(SET_JOB, {"job_id": job[0], "run_id": run_id})
+    return RunRequest(run_id=run_id, created=True)
+
+
+def start_attempt(conn: Connection, *, run_id: uuid.UUID, attempt: int) -> uuid.UUID | None:
+    """Mark the run running and open attempt `attempt`; returns the user, or None if the run is over."""
+    with conn.transaction():
+        row = conn.execute(START_ATTEMPT, {"run_id": run_id, "attempt": attempt}).fetchone()
+        if row is None:
+            return None
+        conn.execute(INSERT_ATTEMPT, {"run_id": run_id, "attempt": attempt, "user_id": row[0]})
+    user_id: uuid.UUID = row[0]
+    return user_id
+
+
+def finish_attempt(
+    conn: Connection,
+    *,
+    run_id: uuid.UUID,
+    attempt: int,
+    messages: int,
+    error: str | None,
+    final: bool,
+) -> str:
+    """Close the attempt and move the run on; returns the run's new status."""
+    if error is None:
+        status = "succeeded"
+    else:
+        status = "failed" if final else "queued"
+    with conn.transaction():
+        conn.execute(
+            FINISH_ATTEMPT,
+            {
+                "run_id": run_id,
+                "attempt": attempt,
+                "status": "succeeded" if error is None else "failed",
+                "messages": messages,
+                "error": error,
+            },
+        )
+        conn.execute(FINISH_RUN, {"run_id": run_id, "status": status, "messages": messages, "error": error})
+    return status
+
+
+def consecutive_failures(conn: Connection, *, user_id: uuid.UUID) -> int:
+    row = conn.execute(CONSECUTIVE_FAILURES, {"user_id": user_id}).fetchone()
+    return int(row[0]) if row else 0
+
+
+def history(conn: Connection, *, user_id: uuid.UUID, limit: int) -> list[RunRecord]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows: list[dict[str, Any]] = cur.execute(HISTORY, {"user_id": user_id, "limit": limit}).fetchall()
+    return [RunRecord(**row) for row in rows]
+
+
+def recent_manual_runs(conn: Connection, *, user_id: uuid.UUID, window_s: int) -> tuple[int, datetime | None]:
+    row = conn.execute(RECENT_MANUAL, {"user_id": user_id, "window": window_s}).fetchone()
+    assert row is not None
+    return int(row[0]), row[1]

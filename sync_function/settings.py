@@ -1,0 +1,91 @@
+"""Configuration from the environment, validated once, with errors that name each variable."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from cryptography.fernet import Fernet
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(RuntimeError):
+    """The environment does not configure the service correctly; the message lists every problem."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the sync function. Variables are AUTOSYNC_<NAME>, except DATABASE_URL."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTOSYNC_", extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(validation_alias=AliasChoices("DATABASE_URL", "AUTOSYNC_DATABASE_URL"))
+    service_key: SecretStr = Field(min_length=32)
+    jwt_secret: SecretStr = Field(min_length=32)
+    jwt_audience: str | None = None
+    encryption_key: SecretStr
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+
+    # Queue and retries: attempt n (from 1) waits retry_base_seconds * 2**(n-1) before the next.
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_seconds: float = Field(default=10.0, ge=0.0, le=3600.0)
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+
+    # After this many consecutive failed runs for a user, POST to the webhook (if set).
+    failure_threshold: int = Field(default=3, ge=1, le=1000)
+    failure_webhook_url: HttpUrl | None = None
+
+    # Manual imports (/functions/v1/import-emails): at most this many per user per window.
+    manual_import_limit: int = Field(default=3, ge=1, le=1000)
+    manual_import_window_seconds: int = Field(default=60, ge=1, le=86400)
+
+    imap_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    imap_batch_size: int = Field(default=200, ge=1, le=5000)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr) -> SecretStr:
+        try:
+            Fernet(value.get_secret_value().encode())
+        except ValueError:
+            raise ValueError(
+                "must be a Fernet key (32 url-safe base64-encoded bytes); generate one with "
+                'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            ) from None
+        return value
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        variable = field.upper() if field.upper().startswith("AUTOSYNC_") else f"AUTOSYNC_{field.upper()}"
+        if variable == "AUTOSYNC_DATABASE_URL":
+            variable = "DATABASE_URL"
+        message = "is not set" if problem["type"] == "missing" else problem["msg"]
+        lines.append(f"  {variable}: {message}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment; raises ConfigError naming every bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None
+
+
+@lru_cache(maxsize=1)
+def cached_settings() -> Settings:
+    return load_settings()
