@@ -11,7 +11,7 @@ from infra.containers import REPO_ROOT, ContainerSpec, HealthCheck, ImageSpec
 
 DOVECOT_CONTEXT = REPO_ROOT / "infra" / "images" / "dovecot"
 MAIL_ROOT = "/srv/mail"
-USERS_FILE = "/etc/dovecot/users"
+USERS_DIR = "/etc/dovecot/users.d"
 CERT_FILE = "/etc/dovecot/tls/cert.pem"
 # Debian's `nobody`/`nogroup`, the static userdb's owner of every Maildir file.
 MAIL_UID = 65534
@@ -48,11 +48,10 @@ def check_credentials(user: str, password: str) -> None:
         raise ValueError(f"the password of {user!r} must not contain ':', NUL or newlines")
 
 
-def users_file(users: dict[str, str]) -> bytes:
-    """The passwd-file Dovecot authenticates against."""
-    for user, password in users.items():
-        check_credentials(user, password)
-    return "".join(f"{user}:{{PLAIN}}{password}::::::\n" for user, password in users.items()).encode()
+def user_file(user: str, password: str) -> tuple[str, bytes]:
+    """Path and content of the one-user passwd-file Dovecot authenticates `user` against."""
+    check_credentials(user, password)
+    return f"{USERS_DIR}/{user}", f"{user}:{{PLAIN}}{password}::::::\n".encode()
 
 
 def dovecot_image() -> ImageSpec:

@@ -6,7 +6,8 @@
 #   IMAPS_PORT       implicit-TLS port (default 993; ignored when DOVECOT_SSL=no)
 #   IMAP_LISTEN      address to bind (default 127.0.0.1)
 #   DOVECOT_SSL      no | yes | required (default yes)
-#   DOVECOT_USERS    newline-separated "name:password" lines, used when /etc/dovecot/users is not mounted
+#   DOVECOT_USERS    newline-separated "name:password" lines (users may also come from a mounted
+#                    passwd-file at /etc/dovecot/users or a mounted /etc/dovecot/users.d/ directory)
 #   DOVECOT_TLS_SAN  subjectAltName of the generated certificate (default DNS:localhost,IP:127.0.0.1)
 set -Eeuo pipefail
 
@@ -41,23 +42,34 @@ for port in "$IMAP_PORT" "$IMAPS_PORT"; do
     fi
 done
 
-if [ ! -e /etc/dovecot/users ]; then
-    umask 077
-    : > /etc/dovecot/users
+# Users: /etc/dovecot/users.d/<name> files (mount the directory), plus a mounted passwd-file at
+# /etc/dovecot/users (standard "name:{SCHEME}hash:..." lines), plus DOVECOT_USERS.
+users_dir=/etc/dovecot/users.d
+mkdir -p "$users_dir"
+add_entry() {  # name, full passwd-file line
+    case "$1" in
+        ''|.*|*/*) log "error: invalid user name '$1'"; exit 2 ;;
+    esac
+    ( umask 027; printf '%s\n' "$2" > "$users_dir/$1" )
+}
+if [ -f /etc/dovecot/users ]; then
     while IFS= read -r line; do
-        [ -n "$line" ] || continue
-        name=${line%%:*}
-        password=${line#*:}
-        if [ "$name" = "$line" ] || [ -z "$name" ]; then
-            log 'error: DOVECOT_USERS lines must read name:password'; exit 2
-        fi
-        printf '%s:{PLAIN}%s::::::\n' "$name" "$password" >> /etc/dovecot/users
-    done <<< "${DOVECOT_USERS:-}"
-    umask 022
-    # Dovecot's auth process reads the file as the dovecot user.
-    chown root:dovecot /etc/dovecot/users
-    chmod 640 /etc/dovecot/users
+        case "$line" in ''|'#'*) continue ;; esac
+        add_entry "${line%%:*}" "$line"
+    done < /etc/dovecot/users
 fi
+while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    name=${line%%:*}
+    password=${line#*:}
+    if [ "$name" = "$line" ]; then
+        log 'error: DOVECOT_USERS lines must read name:password'; exit 2
+    fi
+    add_entry "$name" "$name:{PLAIN}$password::::::"
+done <<< "${DOVECOT_USERS:-}"
+# Dovecot's auth process reads the files as the dovecot user.
+chown -R root:dovecot "$users_dir"
+chmod 750 "$users_dir"
 
 mkdir -p /srv/mail
 chown nobody:nogroup /srv/mail

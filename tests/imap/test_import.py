@@ -1,0 +1,204 @@
+"""import_mailbox against a real Dovecot and the real schema."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from sync_function import importer
+from sync_function.importer import ImportResult
+from tests import mailgen
+from tests.fixtures.dovecot import DovecotServer
+from tests.imap.conftest import Mailbox
+
+pytestmark = pytest.mark.docker
+
+CAP = 400_000  # above every generated attachment (≤ ~275 KB encoded), below the oversized one
+Run = Callable[..., ImportResult]
+
+
+def stored(db: psycopg.Connection, account_id: uuid.UUID) -> dict[int, dict[str, Any]]:
+    cur = db.cursor(row_factory=psycopg.rows.dict_row)
+    rows = cur.execute(
+        "SELECT * FROM public.messages WHERE account_id = %s ORDER BY uid", (account_id,)
+    ).fetchall()
+    return {row["uid"]: row for row in rows}
+
+
+def state(db: psycopg.Connection, account_id: uuid.UUID) -> tuple[Any, ...] | None:
+    return db.execute(
+        "SELECT uidvalidity, last_uid, uidnext FROM public.mailbox_state WHERE account_id = %s", (account_id,)
+    ).fetchone()
+
+
+def test_first_import_stores_every_message_with_its_bytes_and_columns(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    generated = mailgen.generate(224, seed=1, oversized_index=101, oversized_bytes=CAP + 50_000)
+    dovecot.deliver(mailbox.user, (g.raw for g in generated))
+    on_server = dovecot.messages(mailbox.user)
+    assert len(on_server) == 224
+
+    result = run_import(mailbox, batch_size=50, max_message_bytes=CAP)
+
+    assert (result.fetched, result.imported, result.skipped, result.duplicates) == (223, 223, 1, 0)
+    assert result.bytes == sum(len(raw) for raw in on_server.values() if len(raw) <= CAP)
+    assert not result.unchanged and not result.uidvalidity_changed
+    # STATUS, EXAMINE, two UID SEARCHes, 1 size FETCH, one FETCH per batch of 50.
+    assert result.round_trips == 5 + math.ceil(223 / 50)
+    rows = stored(db, mailbox.account.account_id)
+    assert set(rows) == set(on_server)
+    by_hash = {g.sha256: g for g in generated}
+    for uid, row in rows.items():
+        raw = on_server[uid]
+        assert row["user_id"] == mailbox.user_id and row["mailbox"] == "INBOX"
+        assert row["uidvalidity"] == result.uidvalidity
+        assert row["size"] == len(raw)
+        if row["skipped_reason"] is not None:
+            continue
+        assert bytes(row["raw"]) == raw
+        assert bytes(row["sha256"]) == hashlib.sha256(raw).digest()
+        source = by_hash[bytes(row["sha256"])]
+        assert row["subject"] == source.subject
+        assert row["message_id"] == source.message_id
+        assert (row["sent_at"] is not None) == source.has_date
+        assert source.body_marker in row["body_text"]
+        assert row["snippet"]
+        assert bool(row["defects"]) == (source.kind in mailgen.MALFORMED_KINDS), (source.kind, row["defects"])
+
+    skipped = [row for row in rows.values() if row["skipped_reason"] is not None]
+    assert len(skipped) == 1
+    big = skipped[0]
+    assert big["skipped_reason"] == "too_large" and big["raw"] is None and big["sha256"] is None
+    assert big["size"] == len(on_server[big["uid"]]) > CAP
+    assert big["uid"] == sorted(on_server)[101]
+
+    status = dovecot.status(mailbox.user)
+    assert state(db, mailbox.account.account_id) == (status[b"UIDVALIDITY"], max(on_server), status[b"UIDNEXT"])
+    # Imported, yet still unread: BODY.PEEK[] never sets \Seen.
+    flags = dovecot.flags(mailbox.user)
+    assert len(flags) == 224 and not any(b"\\Seen" in f for f in flags.values())
+
+
+def test_second_run_imports_exactly_the_new_messages(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(30, seed=2)))
+    assert run_import(mailbox).imported == 30
+
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(35, seed=2)[30:]))
+    result = run_import(mailbox)
+
+    assert (result.fetched, result.imported, result.duplicates) == (5, 5, 0)
+    rows = stored(db, mailbox.account.account_id)
+    assert len(rows) == 35
+    assert {bytes(r["sha256"]) for r in rows.values()} == {g.sha256 for g in mailgen.generate(35, seed=2)}
+
+
+def test_a_run_with_nothing_new_is_one_status_and_no_fetch(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(12, seed=3)))
+    first = run_import(mailbox)
+    assert first.imported == 12
+    before = state(db, mailbox.account.account_id)
+
+    result = run_import(mailbox)
+
+    assert result.unchanged
+    assert result.imap_commands == ("STATUS",)
+    assert result.round_trips == 1
+    assert (result.fetched, result.imported, result.bytes) == (0, 0, 0)
+    assert state(db, mailbox.account.account_id) == before
+    # The server's own account of the two sessions: 12 bodies, then none.
+    assert dovecot.bodies_fetched(mailbox.user)[-2:] == [12, 0]
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(20, seed=4)))
+    first = run_import(mailbox)
+    assert first.imported == 20
+
+    new_validity = dovecot.reset_uidvalidity(mailbox.user)
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(23, seed=4)[20:]))
+    result = run_import(mailbox)
+
+    assert result.uidvalidity_changed and result.uidvalidity == new_validity != first.uidvalidity
+    assert (result.removed, result.imported, result.duplicates) == (20, 23, 0)
+    rows = stored(db, mailbox.account.account_id)
+    on_server = dovecot.messages(mailbox.user)
+    assert {uid: bytes(r["sha256"]) for uid, r in rows.items()} == {
+        uid: hashlib.sha256(raw).digest() for uid, raw in on_server.items()
+    }
+    assert {r["uidvalidity"] for r in rows.values()} == {new_validity}
+    assert state(db, mailbox.account.account_id)[:2] == (new_validity, max(on_server))  # type: ignore[index]
+
+
+def test_a_crash_mid_import_loses_at_most_one_batch_and_resumes(
+    db: psycopg.Connection,
+    dovecot: DovecotServer,
+    mailbox: Mailbox,
+    run_import: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    generated = mailgen.generate(50, seed=5)
+    dovecot.deliver(mailbox.user, (g.raw for g in generated))
+    real_store = importer._store_batch
+    calls = {"n": 0}
+
+    def crash_on_third_batch(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        real_store(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "_store_batch", crash_on_third_batch)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run_import(mailbox, batch_size=10)
+    uids = sorted(dovecot.messages(mailbox.user))
+    assert sorted(stored(db, mailbox.account.account_id)) == uids[:20]
+    # Checkpoint after batch 2, and no UIDNEXT: the next run cannot mistake this for "no change".
+    assert state(db, mailbox.account.account_id)[1:] == (uids[19], None)  # type: ignore[index]
+
+    monkeypatch.setattr(importer, "_store_batch", real_store)
+    result = run_import(mailbox, batch_size=10)
+    assert (result.fetched, result.imported, result.duplicates) == (30, 30, 0)
+    assert sorted(stored(db, mailbox.account.account_id)) == uids
+
+
+def test_rows_already_stored_count_as_duplicates_not_copies(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(15, seed=6)))
+    run_import(mailbox)
+    # As if a batch committed its rows but the worker lost track of the checkpoint.
+    db.execute(
+        "UPDATE public.mailbox_state SET last_uid = 0, uidnext = NULL WHERE account_id = %s",
+        (mailbox.account.account_id,),
+    )
+
+    result = run_import(mailbox)
+
+    assert (result.fetched, result.imported, result.duplicates) == (15, 0, 15)
+    assert len(stored(db, mailbox.account.account_id)) == 15
+
+
+def test_a_folder_other_than_inbox(
+    db: psycopg.Connection, dovecot: DovecotServer, make_mailbox: Callable[..., Mailbox], run_import: Run
+) -> None:
+    box = make_mailbox(mailbox="Archive")
+    dovecot.deliver(box.user, (g.raw for g in mailgen.generate(4, seed=7)), mailbox="Archive")
+    dovecot.deliver(box.user, mailgen.message("plain", 99, seed=7).raw)  # INBOX: not this account's
+
+    result = run_import(box)
+
+    assert result.imported == 4
+    assert {r["mailbox"] for r in stored(db, box.account.account_id).values()} == {"Archive"}
