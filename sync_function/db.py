@@ -19,7 +19,6 @@ def open_pool(database_url: str, *, max_size: int, name: str) -> ConnectionPool:
         max_size=max_size,
         name=name,
         open=True,
-        wait=False,
         timeout=5.0,
         kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
     )

@@ -15,8 +15,13 @@ class Strict(BaseModel):
 
 class SaveAutoSync(Strict):
     enabled: StrictBool
+    # The range is Postgres's integer; which values are supported is decided in SQL, in one place.
     interval_minutes: StrictInt = Field(
-        default=60, description="One of auto_sync_supported_intervals(): 5 … 1440 minutes"
+        default=60,
+        ge=-(2**31),
+        le=2**31 - 1,
+        description="One of auto_sync_supported_intervals(): 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, "
+        "360, 480, 720 or 1440",
     )
 
 

@@ -1,1 +1,6 @@
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.http_recorder"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.http_recorder",
+    "tests.fixtures.dovecot",
+    "tests.fixtures.service",
+]

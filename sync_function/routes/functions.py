@@ -19,7 +19,7 @@ router = APIRouter(prefix="/functions/v1", tags=["functions"], dependencies=[Ser
 @router.post(
     "/auto-sync",
     status_code=status.HTTP_202_ACCEPTED,
-    response_model=AutoSyncAccepted,
+    response_model=AutoSyncAccepted | AutoSyncSkipped,
     responses={200: {"model": AutoSyncSkipped, "description": "auto-sync is off for this user"}},
 )
 def auto_sync(body: UserRef, conn: ConnectionDep, response: Response) -> AutoSyncAccepted | AutoSyncSkipped:
