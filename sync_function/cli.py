@@ -48,8 +48,12 @@ def serve(
 
 @app.command()
 def worker(
-    concurrency: int | None = typer.Option(None, help="Imports run at once (default AUTOSYNC_WORKER_CONCURRENCY)."),
-    metrics_port: int | None = typer.Option(None, help="Serve this worker's Prometheus metrics on 127.0.0.1:PORT."),
+    concurrency: int | None = typer.Option(
+        None, help="Imports run at once (default AUTOSYNC_WORKER_CONCURRENCY)."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve this worker's Prometheus metrics on 127.0.0.1:PORT."
+    ),
 ) -> None:
     """Run a queue worker. Start as many as you like, on any host sharing the database."""
     import asyncio

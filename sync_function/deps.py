@@ -38,9 +38,7 @@ ConnectionDep = Annotated[Connection, Depends(get_connection)]
 
 def current_user(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:
     token = bearer_token(authorization)
-    return user_from_jwt(
-        token, secret=settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience
-    )
+    return user_from_jwt(token, secret=settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience)
 
 
 def require_service(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:

@@ -23,8 +23,12 @@ class ApiError(Exception):
         self.headers = headers
 
 
-def error_response(status_code: int, message: str, headers: dict[str, str] | None = None, **extra: object) -> JSONResponse:
-    return JSONResponse({"success": False, "error": message, **extra}, status_code=status_code, headers=headers)
+def error_response(
+    status_code: int, message: str, headers: dict[str, str] | None = None, **extra: object
+) -> JSONResponse:
+    return JSONResponse(
+        {"success": False, "error": message, **extra}, status_code=status_code, headers=headers
+    )
 
 
 def _describe_validation(exc: RequestValidationError) -> str:

@@ -19,7 +19,9 @@ def create_app(config: Settings, *, imap_ssl_context: ssl.SSLContext | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = open_pool(config.database_url.get_secret_value(), max_size=config.db_pool_max, name="autosync-api")
+        pool = open_pool(
+            config.database_url.get_secret_value(), max_size=config.db_pool_max, name="autosync-api"
+        )
         app.state.pool = pool
         app.state.metrics_registry = metrics.api_registry(pool)
         try:

@@ -16,9 +16,7 @@ from psycopg_pool import ConnectionPool
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-ATTEMPTS = Counter(
-    "autosync_import_attempts", "Import attempts by outcome", ["status"], registry=REGISTRY
-)
+ATTEMPTS = Counter("autosync_import_attempts", "Import attempts by outcome", ["status"], registry=REGISTRY)
 MESSAGES = Counter("autosync_messages_imported", "Messages imported", registry=REGISTRY)
 IMPORT_SECONDS = Histogram(
     "autosync_import_seconds",

@@ -125,9 +125,7 @@ def request_run(conn: Connection, *, user_id: uuid.UUID, trigger: Trigger, enque
 
     Must be called inside a transaction.
     """
-    row = conn.execute(
-        INSERT_RUN, {"user_id": user_id, "trigger": trigger, "status": "queued"}
-    ).fetchone()
+    row = conn.execute(INSERT_RUN, {"user_id": user_id, "trigger": trigger, "status": "queued"}).fetchone()
     if row is None:
         active = conn.execute(ACTIVE_RUN, {"user_id": user_id}).fetchone()
         if active is None:  # finished between the two statements: one more try settles it

@@ -80,7 +80,9 @@ def run_attempt(
                 errors.append(f"{account.username}@{account.host}/{account.mailbox}: {exc}")
                 continue
             except Exception as exc:
-                errors.append(f"{account.username}@{account.host}/{account.mailbox}: internal error ({type(exc).__name__})")
+                errors.append(
+                    f"{account.username}@{account.host}/{account.mailbox}: internal error ({type(exc).__name__})"
+                )
                 log.exception("import crashed", run_id=str(run_id), account_id=str(account.account_id))
                 continue
             for key in counts:

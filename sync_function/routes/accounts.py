@@ -68,7 +68,9 @@ async def add_account(
 
 @router.get("", response_model=EmailAccountList)
 def list_accounts(user_id: CurrentUser, conn: ConnectionDep) -> EmailAccountList:
-    return EmailAccountList(accounts=[EmailAccount(**vars(v)) for v in accounts.list_for_user(conn, user_id=user_id)])
+    return EmailAccountList(
+        accounts=[EmailAccount(**vars(v)) for v in accounts.list_for_user(conn, user_id=user_id)]
+    )
 
 
 @router.delete("/{account_id}", response_model=Success)

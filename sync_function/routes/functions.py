@@ -44,7 +44,9 @@ def auto_sync(body: UserRef, conn: ConnectionDep, response: Response) -> AutoSyn
 
 
 @router.post("/import-emails", response_model=ImportCounts)
-async def import_emails(body: UserRef, pool: PoolDep, settings: SettingsDep, request: Request) -> ImportCounts:
+async def import_emails(
+    body: UserRef, pool: PoolDep, settings: SettingsDep, request: Request
+) -> ImportCounts:
     """Import the user's mail now and return the counts (rate-limited per user)."""
     run = await run_in_threadpool(_claim_manual_run, pool, settings, body)
     try:
@@ -91,5 +93,7 @@ def _claim_manual_run(pool: PoolDep, settings: SettingsDep, body: UserRef):  # t
             )
         claimed = runs.request_run(conn, user_id=body.user_id, trigger="manual", enqueue=False)
         if not claimed.created:
-            raise ApiError(409, f"an import for this user is already queued or running (run {claimed.run_id})")
+            raise ApiError(
+                409, f"an import for this user is already queued or running (run {claimed.run_id})"
+            )
         return claimed.run_id

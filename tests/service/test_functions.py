@@ -22,7 +22,9 @@ IMPORT = "/functions/v1/import-emails"
 
 def enable(service: Service, user: uuid.UUID, minutes: int = 30) -> None:
     response = service.client.post(
-        "/api/settings/save-auto-sync", json={"enabled": True, "interval_minutes": minutes}, headers=service.as_user(user)
+        "/api/settings/save-auto-sync",
+        json={"enabled": True, "interval_minutes": minutes},
+        headers=service.as_user(user),
     )
     assert response.status_code == 200
 
@@ -30,14 +32,16 @@ def enable(service: Service, user: uuid.UUID, minutes: int = 30) -> None:
 def runs_of(database_url: str, user: uuid.UUID) -> list[tuple[object, ...]]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
-            "SELECT id, status, trigger, job_id FROM public.sync_runs WHERE user_id = %s ORDER BY queued_at", (user,)
+            "SELECT id, status, trigger, job_id FROM public.sync_runs WHERE user_id = %s ORDER BY queued_at",
+            (user,),
         ).fetchall()
 
 
 def jobs_of(database_url: str, user: uuid.UUID) -> list[tuple[object, ...]]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
-            "SELECT id, status, task_name, lock FROM public.procrastinate_jobs WHERE lock = %s", (f"user:{user}",)
+            "SELECT id, status, task_name, lock FROM public.procrastinate_jobs WHERE lock = %s",
+            (f"user:{user}",),
         ).fetchall()
 
 
@@ -70,7 +74,11 @@ def test_disabled_user_is_skipped(service: Service, database_url: str) -> None:
     with users(database_url) as (user,):
         response = service.client.post(AUTO_SYNC, json={"user_id": str(user)}, headers=service.as_service)
         assert response.status_code == 200
-        assert response.json() == {"success": True, "skipped": True, "reason": "auto-sync is disabled for this user"}
+        assert response.json() == {
+            "success": True,
+            "skipped": True,
+            "reason": "auto-sync is disabled for this user",
+        }
         assert runs_of(database_url, user) == []
 
 
@@ -94,10 +102,15 @@ def test_concurrent_triggers_enqueue_one_import(service: Service, database_url: 
     with users(database_url) as (user,):
         enable(service, user)
         try:
-            with ThreadPoolExecutor(max_workers=20) as pool, httpx.Client(base_url=service.url, timeout=30) as client:
+            with (
+                ThreadPoolExecutor(max_workers=20) as pool,
+                httpx.Client(base_url=service.url, timeout=30) as client,
+            ):
                 responses = list(
                     pool.map(
-                        lambda _: client.post(AUTO_SYNC, json={"user_id": str(user)}, headers=service.as_service),
+                        lambda _: client.post(
+                            AUTO_SYNC, json={"user_id": str(user)}, headers=service.as_service
+                        ),
                         range(20),
                     )
                 )
@@ -117,7 +130,9 @@ def test_answers_in_milliseconds(service: Service, database_url: str) -> None:
             timings = []
             for _ in range(20):
                 started = time.perf_counter()
-                response = service.client.post(AUTO_SYNC, json={"user_id": str(user)}, headers=service.as_service)
+                response = service.client.post(
+                    AUTO_SYNC, json={"user_id": str(user)}, headers=service.as_service
+                )
                 timings.append(time.perf_counter() - started)
                 assert response.status_code == 202
             # Not a benchmark: a guard that no import work happens in the request (an import takes seconds).

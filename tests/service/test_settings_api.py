@@ -27,7 +27,9 @@ def test_load_returns_defaults_when_nothing_saved(service: Service, database_url
 
 def test_save_enables_schedules_and_load_reads_back(service: Service, database_url: str) -> None:
     with users(database_url) as (user,):
-        response = service.client.post(SAVE, json={"enabled": True, "interval_minutes": 30}, headers=service.as_user(user))
+        response = service.client.post(
+            SAVE, json={"enabled": True, "interval_minutes": 30}, headers=service.as_user(user)
+        )
         assert response.status_code == 200
         assert response.json() == {"success": True}
         settings, row, job = state_of(database_url, user)
@@ -41,10 +43,14 @@ def test_save_enables_schedules_and_load_reads_back(service: Service, database_u
         assert loaded == {"success": True, "settings": {"enabled": True, "interval_minutes": 30}}
 
         # Changing the interval moves the same job; disabling removes it and keeps the choice.
-        service.client.post(SAVE, json={"enabled": True, "interval_minutes": 120}, headers=service.as_user(user))
+        service.client.post(
+            SAVE, json={"enabled": True, "interval_minutes": 120}, headers=service.as_user(user)
+        )
         _, row2, job2 = state_of(database_url, user)
         assert row2 == (job[0], 120) and job2 is not None and job2[0] == job[0]
-        service.client.post(SAVE, json={"enabled": False, "interval_minutes": 120}, headers=service.as_user(user))
+        service.client.post(
+            SAVE, json={"enabled": False, "interval_minutes": 120}, headers=service.as_user(user)
+        )
         assert state_of(database_url, user) == ((False, 120), None, None)
 
 
@@ -72,7 +78,9 @@ def test_bad_input_is_refused_and_changes_nothing(
     service: Service, database_url: str, body: object, status: int, message: str
 ) -> None:
     with users(database_url) as (user,):
-        service.client.post(SAVE, json={"enabled": True, "interval_minutes": 15}, headers=service.as_user(user))
+        service.client.post(
+            SAVE, json={"enabled": True, "interval_minutes": 15}, headers=service.as_user(user)
+        )
         before = state_of(database_url, user)
         response = service.client.post(SAVE, json=body, headers=service.as_user(user))
         assert response.status_code == status, response.text
@@ -81,7 +89,9 @@ def test_bad_input_is_refused_and_changes_nothing(
         assert state_of(database_url, user) == before
 
 
-@pytest.mark.parametrize("payload", [b"{not json", b"", b"\xff\xfe", b'{"enabled": true, "interval_minutes": 30'])
+@pytest.mark.parametrize(
+    "payload", [b"{not json", b"", b"\xff\xfe", b'{"enabled": true, "interval_minutes": 30']
+)
 def test_malformed_json_is_a_422(service: Service, database_url: str, payload: bytes) -> None:
     with users(database_url) as (user,):
         response = service.client.post(
@@ -111,7 +121,19 @@ def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
 
 @pytest.mark.parametrize(
     "kind",
-    ["missing", "not bearer", "empty bearer", "garbage", "forged", "expired", "no exp", "alg none", "HS512", "sub not uuid", "service key"],
+    [
+        "missing",
+        "not bearer",
+        "empty bearer",
+        "garbage",
+        "forged",
+        "expired",
+        "no exp",
+        "alg none",
+        "HS512",
+        "sub not uuid",
+        "service key",
+    ],
 )
 def test_bad_tokens_get_401_and_change_nothing(service: Service, database_url: str, kind: str) -> None:
     with users(database_url) as (user,):
