@@ -85,8 +85,8 @@ def context_hash(context: Path, build_args: dict[str, str] | None = None) -> str
         digest.update(b"\0")
         digest.update(path.read_bytes())
         digest.update(b"\0")
-    for key in sorted(build_args or {}):
-        digest.update(f"{key}={build_args[key]}\0".encode())
+    for key, value in sorted((build_args or {}).items()):
+        digest.update(f"{key}={value}\0".encode())
     return digest.hexdigest()[:16]
 
 

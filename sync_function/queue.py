@@ -7,6 +7,8 @@ Workers scale out: any number of `autosync worker` processes, on any hosts, shar
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import ssl
 import uuid
 from typing import Any
@@ -83,7 +85,7 @@ async def run_worker(
             await app.run_worker_async(
                 queues=[runs.QUEUE],
                 concurrency=concurrency or settings.worker_concurrency,
-                name=name,
+                name=name or f"autosync-worker-{socket.gethostname()}-{os.getpid()}",
                 additional_context={"pool": pool, "ssl_context": ssl_context},
                 # Finished jobs are history in sync_runs already; the queue keeps only live work.
                 delete_jobs="successful",

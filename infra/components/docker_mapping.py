@@ -12,6 +12,8 @@ secrets differ, so a placeholder can never reach a container.
 
 from __future__ import annotations
 
+import functools
+
 import os
 from collections.abc import Mapping
 
@@ -90,10 +92,14 @@ def env_list(spec: ContainerSpec, secrets: Mapping[str, pulumi.Input[str]]) -> l
     entries: list[pulumi.Input[str]] = []
     for key in sorted(spec.env):
         if key in secrets:
-            entries.append(pulumi.Output.secret(secrets[key]).apply(lambda value, key=key: f"{key}={value}"))
+            entries.append(pulumi.Output.secret(secrets[key]).apply(functools.partial(_env_entry, key)))
         else:
             entries.append(f"{key}={spec.env[key]}")
     return entries
+
+
+def _env_entry(key: str, value: str) -> str:
+    return f"{key}={value}"
 
 
 def container_args(

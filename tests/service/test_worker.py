@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -138,7 +139,7 @@ def test_failures_are_retried_with_backoff_recorded_and_alerted(
                     (first,),
                 ).fetchall()
             assert [(a, s) for a, s, _ in tries] == [(1, "failed"), (2, "failed"), (3, "failed")]
-            gaps = [(b[2] - a[2]).total_seconds() for a, b in zip(tries, tries[1:], strict=False)]
+            gaps = [(b[2] - a[2]).total_seconds() for a, b in itertools.pairwise(tries)]
             assert gaps[0] >= 0.5 and gaps[1] >= 1.0, f"backoff not applied: {gaps}"
             assert http_recorder.requests == [], "one failed run is below the threshold"
 
