@@ -22,6 +22,16 @@ FUNCTION_DOCKERFILE = "sync_function/Dockerfile"
 # the COPY lines of sync_function/Dockerfile (tests/infra checks that it is).
 FUNCTION_SOURCES: tuple[str, ...] = ("pyproject.toml", "sync_function", ".dockerignore")
 
+# The build argument that carries extra CA certificates (PEM text) for pip inside the build, for
+# networks whose TLS gateway or proxy is not signed by a public CA (see sync_function/Dockerfile).
+PIP_CA_BUILD_ARG = "PIP_EXTRA_CA_CERTS"
+
+# Build arguments that only decide how the build reaches the package index, not what the image
+# contains: they are left out of the tag, so the same sources give the same tag with or without a
+# proxy CA (the harness passes the host's bundle; a `pulumi up` elsewhere may pass none), and a CA
+# store update on the host does not force a rebuild.
+TRUST_ONLY_BUILD_ARGS = frozenset({PIP_CA_BUILD_ARG})
+
 # Environment variables that carry secrets: the Pulumi program fills them from Pulumi secrets.
 FUNCTION_SECRET_ENV = frozenset(
     {"DATABASE_URL", "AUTOSYNC_SERVICE_KEY", "AUTOSYNC_JWT_SECRET", "AUTOSYNC_ENCRYPTION_KEY"}
@@ -59,7 +69,8 @@ class SourcesImageSpec(ImageSpec):
 
     @property
     def tag(self) -> str:
-        return f"{self.repository}:{sources_hash(self.context, self.sources, self.build_args)}"
+        tagged = {key: value for key, value in self.build_args.items() if key not in TRUST_ONLY_BUILD_ARGS}
+        return f"{self.repository}:{sources_hash(self.context, self.sources, tagged)}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,11 @@ class SyncFunctionConfig:
 
 
 def sync_function_image(build_args: dict[str, str] | None = None) -> SourcesImageSpec:
-    """The image of the sync function; `build_args` reach the Dockerfile (e.g. a CA bundle for pip)."""
+    """The image of the sync function; `build_args` reach the Dockerfile.
+
+    The Dockerfile knows one: `PIP_EXTRA_CA_CERTS` (PEM text), CA certificates pip trusts during the
+    build in addition to Debian's; it does not change the tag (see `TRUST_ONLY_BUILD_ARGS`).
+    """
     return SourcesImageSpec(
         repository="autosync-sync-function",
         context=REPO_ROOT,
@@ -115,7 +130,8 @@ def sync_function_container(
 ) -> ContainerSpec:
     """The `serve` or `worker` container of the sync function.
 
-    Both roles get the same environment: the service has one validated settings class, and a worker
+    The image's entrypoint is `autosync`, so the command is the sub-command alone. Both roles get
+    the same environment: the service has one validated settings class, and a worker
     started without a variable it validates would not start. `index` numbers worker replicas.
     """
     env = {
@@ -131,7 +147,7 @@ def sync_function_container(
         return ContainerSpec(
             name=f"{config.name}-serve",
             image=image,
-            command=("autosync", "serve"),
+            command=("serve",),
             env=env,
             secret_env=FUNCTION_SECRET_ENV,
             port=config.port,
@@ -142,7 +158,7 @@ def sync_function_container(
         return ContainerSpec(
             name=f"{config.name}-worker-{index}",
             image=image,
-            command=("autosync", "worker"),
+            command=("worker",),
             env=env,
             secret_env=FUNCTION_SECRET_ENV,
         )

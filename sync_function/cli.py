@@ -87,16 +87,28 @@ def env_up(
         "autosync-dev", help="Environment name; every container and volume is labelled with it."
     ),
     postgres_port: int = typer.Option(54322, help="Loopback port for Postgres (first start only)."),
+    function_port: int = typer.Option(54321, help="Loopback port for the function's API (first start only)."),
+    workers: int = typer.Option(1, min=0, help="Number of `autosync worker` containers."),
 ) -> None:
-    """Start Postgres (pg_cron + http) and migrate it to head. Safe to run again."""
-    from infra import local_env
+    """Start Postgres (pg_cron + http, migrated) and the sync function (serve + workers). Safe to run again."""
+    from infra import docker_local, local_env
 
-    with console.status(f"bringing up {name} …"):
-        env = local_env.up(name, postgres_port=postgres_port)
+    with console.status(f"bringing up {name} (first run builds the images) …"):
+        try:
+            env = local_env.up(
+                name, postgres_port=postgres_port, function_port=function_port, workers=workers
+            )
+        except (docker_local.HarnessError, ValueError) as exc:
+            typer.echo(f"autosync: {exc}", err=True)
+            typer.echo(f"  (whatever started is still there: autosync env down --name {name})", err=True)
+            raise typer.Exit(1) from None
+    state = env.state_file.relative_to(local_env.STATE_DIR.parent)
     typer.echo(f"environment {env.name} is up (schema at revision {env.revision})")
+    typer.echo(f"  API:           {env.api_url}  (try {env.api_url}/readyz; pg_cron calls it)")
+    typer.echo(f"  workers:       {env.workers}")
     typer.echo(f"  Postgres:      127.0.0.1:{env.postgres.port}, database {env.postgres.database}")
-    typer.echo(f"  DATABASE_URL:  see .autosync/{env.name}.env (contains the generated password)")
-    typer.echo(f'  psql:          set -a; . .autosync/{env.name}.env; set +a; psql "$DATABASE_URL"')
+    typer.echo(f"  DATABASE_URL:  see {state} (mode 0600: generated password, service key, JWT secret)")
+    typer.echo(f'  psql:          set -a; . {state}; set +a; psql "$DATABASE_URL"')
     typer.echo(f"  take it down:  make down  (or: autosync env down --name {env.name})")
 
 
@@ -109,6 +121,27 @@ def env_down(name: str = typer.Option("autosync-dev", help="Environment name."))
     typer.echo(f"environment {name} removed ({len(removed)} objects)")
     for item in removed:
         typer.echo(f"  {item}")
+
+
+@env_app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def env_test(
+    ctx: typer.Context,
+    name: str | None = typer.Option(None, help="Environment name (default: autosync-test-<random>)."),
+) -> None:
+    """Stand up a fresh environment, run `pytest ARGS` against it, then remove it, whatever happens.
+
+    Usage: autosync env test --name NAME -- PYTEST_ARGS…
+
+    The tests get the environment's coordinates as AUTOSYNC_E2E_API_URL, AUTOSYNC_E2E_DATABASE_URL,
+    AUTOSYNC_E2E_SERVICE_KEY and AUTOSYNC_E2E_JWT_SECRET. Uses Pulumi's Automation API where the
+    pulumi CLI is installed, the Docker engine otherwise.
+    """
+    import secrets
+
+    from infra import ephemeral
+
+    code = ephemeral.run_tests(name or f"autosync-test-{secrets.token_hex(4)}", list(ctx.args))
+    raise typer.Exit(code)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from infra.function_specs import (
     FUNCTION_DOCKERFILE,
     FUNCTION_SECRET_ENV,
     FUNCTION_SOURCES,
+    PIP_CA_BUILD_ARG,
     SyncFunctionConfig,
     sources_hash,
     sync_function_container,
@@ -31,7 +32,7 @@ CONFIG = SyncFunctionConfig(
 def test_serve_spec() -> None:
     spec = sync_function_container(CONFIG, role="serve")
     assert spec.name == "t-function-serve"
-    assert spec.command == ("autosync", "serve")
+    assert spec.command == ("serve",)  # the image's entrypoint is `autosync`
     assert spec.port == 8123
     assert spec.env == {
         "DATABASE_URL": CONFIG.database_url,
@@ -51,7 +52,7 @@ def test_serve_spec() -> None:
 def test_worker_spec() -> None:
     spec = sync_function_container(CONFIG, role="worker", index=2)
     assert spec.name == "t-function-worker-2"
-    assert spec.command == ("autosync", "worker")
+    assert spec.command == ("worker",)
     assert spec.port is None and spec.healthcheck is None
     assert spec.env == sync_function_container(CONFIG, role="serve").env
 
@@ -72,11 +73,19 @@ def test_config_repr_hides_secrets() -> None:
 
 
 def test_image_spec() -> None:
-    image = sync_function_image({"PIP_CERT": "/run/ca.pem"})
+    image = sync_function_image({"EXTRA_APT_PACKAGES": "less"})
     assert image.context == REPO_ROOT
     assert image.dockerfile == FUNCTION_DOCKERFILE
     assert image.tag.startswith("autosync-sync-function:")
     assert image.tag != sync_function_image().tag  # build args are part of the tag
+
+
+def test_pip_ca_build_arg_reaches_the_build_but_not_the_tag() -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    image = sync_function_image({PIP_CA_BUILD_ARG: pem})
+    assert image.build_args == {PIP_CA_BUILD_ARG: pem}
+    assert image.tag == sync_function_image().tag
+    assert f"ARG {PIP_CA_BUILD_ARG}" in (REPO_ROOT / FUNCTION_DOCKERFILE).read_text()
 
 
 def test_sources_hash_covers_sources_only(tmp_path: Path) -> None:
