@@ -65,6 +65,19 @@ ON CONFLICT (account_id, mailbox) DO UPDATE
 SET uidvalidity = excluded.uidvalidity, last_uid = 0, uidnext = NULL, highestmodseq = NULL, updated_at = now()
 """
 
+MAX_STORED_UID = """
+SELECT coalesce(max(uid), 0) FROM public.messages
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s AND uidvalidity = %(uidvalidity)s
+"""
+
+# Straight into messages: used while no stored row can collide with the batch (the usual case).
+COPY_MESSAGES = """
+COPY public.messages (
+    user_id, account_id, mailbox, uidvalidity, uid, sha256, message_id, from_addr, to_addrs, cc_addrs,
+    subject, sent_at, body_text, snippet, size, defects, skipped_reason, raw
+) FROM STDIN (FORMAT BINARY)
+"""
+
 CREATE_BATCH_TABLE = """
 CREATE TEMPORARY TABLE IF NOT EXISTS autosync_import_batch (
     uid bigint NOT NULL,
@@ -94,6 +107,7 @@ BATCH_TYPES = (
     "bigint", "bytea", "text", "text", "text", "text", "text", "timestamptz", "text", "text",
     "integer", "text[]", "text", "bytea",
 )
+MESSAGE_TYPES = ("uuid", "uuid", "text", "bigint", *BATCH_TYPES)
 
 INSERT_BATCH = """
 WITH inserted AS (
@@ -253,6 +267,10 @@ def import_mailbox(
         large_sizes = session.fetch_sizes(sorted(large)) if large else {}
         with conn.transaction():
             conn.execute(CREATE_BATCH_TABLE)
+            row = conn.execute(MAX_STORED_UID, params).fetchone()
+        # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
+        # concurrent import: then every batch takes the slower path that skips duplicates.
+        writer = _BatchWriter(conn, params={**params, "user_id": user_id}, direct=bool(row and row[0] <= last_uid))
 
         batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
         # closing(): on an error, wait for the fetch in flight before the session logs out.
@@ -261,9 +279,7 @@ def import_mailbox(
                 counts.fetched += len(fetched)
                 counts.bytes += sum(len(m.raw) for m in fetched)
                 _store_batch(
-                    conn,
-                    params=params,
-                    user_id=user_id,
+                    writer,
                     fetched=fetched,
                     # A large UID without a size was expunged meanwhile: nothing to record.
                     skipped={uid: large_sizes[uid] for uid in batch if uid in large_sizes},
@@ -354,54 +370,94 @@ def _prefetched(
                 raise
 
 
+Row = tuple[Any, ...]
+
+
+@dataclass
+class _BatchWriter:
+    """Writes a batch and its checkpoint in one transaction.
+
+    `direct`: COPY straight into `messages`, the fast path, valid while nothing stored can collide.
+    Otherwise (or once a COPY hits a stored row) COPY into a temporary table and insert-select with
+    ON CONFLICT DO NOTHING, which counts what was already there.
+    """
+
+    conn: psycopg.Connection[Any]
+    params: dict[str, Any]
+    direct: bool
+
+    def write(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
+        """Store `rows` (batch-table column order); returns (new stored rows, new skipped rows)."""
+        if self.direct:
+            try:
+                return self._write_direct(rows, last_uid=last_uid)
+            except psycopg.errors.UniqueViolation:
+                self.direct = False
+        return self._write_deduplicated(rows, last_uid=last_uid)
+
+    def _write_direct(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
+        p = self.params
+        prefix = (p["user_id"], p["account_id"], p["mailbox"], p["uidvalidity"])
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            with cur.copy(COPY_MESSAGES) as copy:
+                copy.set_types(MESSAGE_TYPES)
+                for row in rows:
+                    copy.write_row(prefix + row)
+            self._advance(cur, last_uid)
+        skipped = sum(1 for row in rows if row[12] is not None)
+        return len(rows) - skipped, skipped
+
+    def _write_deduplicated(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            with cur.copy(COPY_BATCH) as copy:
+                copy.set_types(BATCH_TYPES)
+                for row in rows:
+                    copy.write_row(row)
+            counts = cur.execute(INSERT_BATCH, self.params).fetchone()
+            assert counts is not None
+            self._advance(cur, last_uid)
+        return int(counts[0]), int(counts[1])
+
+    def _advance(self, cur: psycopg.Cursor[Any], last_uid: int) -> None:
+        if cur.execute(ADVANCE_CHECKPOINT, {**self.params, "last_uid": last_uid}).rowcount != 1:
+            raise ImportConflict(
+                "the checkpoint row disappeared or its UIDVALIDITY changed during the import; "
+                "nothing of this batch was stored, run again"
+            )
+
+
 def _store_batch(
-    conn: psycopg.Connection[Any],
+    writer: _BatchWriter,
     *,
-    params: dict[str, Any],
-    user_id: UUID,
     fetched: list[FetchedMessage],
     skipped: dict[int, int],
     counts: _Counts,
     last_uid: int,
 ) -> None:
-    with conn.transaction():
-        with conn.cursor() as cur:
-            with cur.copy(COPY_BATCH) as copy:
-                copy.set_types(BATCH_TYPES)
-                for message in fetched:
-                    parsed = parse_message(message.raw)
-                    copy.write_row(
-                        (
-                            message.uid,
-                            parsed.sha256,
-                            parsed.message_id,
-                            parsed.from_addr,
-                            parsed.to_addrs,
-                            parsed.cc_addrs,
-                            parsed.subject,
-                            parsed.sent_at,
-                            parsed.body_text,
-                            parsed.snippet,
-                            message.size,
-                            list(parsed.defects),
-                            None,
-                            message.raw,
-                        )
-                    )
-                for uid, size in skipped.items():
-                    copy.write_row(
-                        (uid, None, None, None, None, None, None, None, None, None, size, [], TOO_LARGE, None)
-                    )
-            cur.execute(INSERT_BATCH, {**params, "user_id": user_id})
-            inserted = cur.fetchone()
-            assert inserted is not None
-            imported, skipped_new = inserted
-            updated = cur.execute(ADVANCE_CHECKPOINT, {**params, "last_uid": last_uid}).rowcount
-            if updated != 1:
-                raise ImportConflict(
-                    "the checkpoint row disappeared or its UIDVALIDITY changed during the import; "
-                    "nothing of this batch was stored, run again"
-                )
+    rows: list[Row] = []
+    for message in fetched:
+        parsed = parse_message(message.raw)
+        rows.append(
+            (
+                message.uid,
+                parsed.sha256,
+                parsed.message_id,
+                parsed.from_addr,
+                parsed.to_addrs,
+                parsed.cc_addrs,
+                parsed.subject,
+                parsed.sent_at,
+                parsed.body_text,
+                parsed.snippet,
+                message.size,
+                list(parsed.defects),
+                None,
+                message.raw,
+            )
+        )
+    for uid, size in skipped.items():
+        rows.append((uid, None, None, None, None, None, None, None, None, None, size, [], TOO_LARGE, None))
+    imported, skipped_new = writer.write(rows, last_uid=last_uid)
     counts.imported += imported
     counts.skipped += skipped_new
-    counts.duplicates += len(fetched) + len(skipped) - imported - skipped_new
+    counts.duplicates += len(rows) - imported - skipped_new

@@ -60,6 +60,7 @@ def build_app(settings: Settings) -> procrastinate.App:
             attempt=attempt,
             final=attempt >= settings.max_attempts,
             ssl_context=deps.get("ssl_context"),
+            worker=context.worker_name,
         )
         return {"status": result.status, "imported": result.imported}
 
@@ -82,17 +83,50 @@ async def run_worker(
     )
     try:
         async with app.open_async():
-            await app.run_worker_async(
-                queues=[runs.QUEUE],
-                concurrency=concurrency or settings.worker_concurrency,
-                name=name or f"autosync-worker-{socket.gethostname()}-{os.getpid()}",
-                additional_context={"pool": pool, "ssl_context": ssl_context},
-                # Finished jobs are history in sync_runs already; the queue keeps only live work.
-                delete_jobs="successful",
-                fetch_job_polling_interval=1.0,
+            rescuer = asyncio.create_task(
+                _retry_stalled_jobs(
+                    app, every_s=settings.stalled_check_seconds, silent_s=settings.heartbeat_seconds * 3
+                )
             )
+            try:
+                await app.run_worker_async(
+                    queues=[runs.QUEUE],
+                    concurrency=concurrency or settings.worker_concurrency,
+                    name=name or f"autosync-worker-{socket.gethostname()}-{os.getpid()}",
+                    additional_context={"pool": pool, "ssl_context": ssl_context},
+                    # Finished jobs are history in sync_runs already; the queue keeps only live work.
+                    delete_jobs="successful",
+                    fetch_job_polling_interval=1.0,
+                    update_heartbeat_interval=settings.heartbeat_seconds,
+                    stalled_worker_timeout=settings.heartbeat_seconds * 3,
+                )
+            finally:
+                rescuer.cancel()
     finally:
         pool.close()
+
+
+async def _retry_stalled_jobs(app: procrastinate.App, *, every_s: float, silent_s: float) -> None:
+    """Put back in the queue the jobs of workers that stopped sending heartbeats (killed, lost host).
+
+    Every worker runs this; a job already picked up again by another worker is simply skipped.
+    """
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            stalled = await app.job_manager.get_stalled_jobs(
+                queue=runs.QUEUE, seconds_since_heartbeat=silent_s
+            )
+            for job in stalled:
+                try:
+                    await app.job_manager.retry_job(job)
+                    log.warning("retrying a stalled import job", job_id=job.id)
+                except Exception:  # another worker got there first
+                    continue
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the database may be briefly away; try again next round
+            log.warning("stalled-job check failed", error=type(exc).__name__)
 
 
 def main(settings: Settings) -> None:

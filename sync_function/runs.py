@@ -49,10 +49,18 @@ WHERE id = %(run_id)s AND status IN ('queued', 'running')
 RETURNING user_id
 """
 
+# An attempt still 'running' when a later one starts was cut short (its worker died).
+CLOSE_INTERRUPTED = """
+UPDATE public.sync_run_attempts
+SET status = 'failed', error = 'interrupted: the worker stopped during this attempt', finished_at = now()
+WHERE run_id = %(run_id)s AND status = 'running' AND attempt < %(attempt)s
+"""
+
 INSERT_ATTEMPT = """
-INSERT INTO public.sync_run_attempts (run_id, attempt, user_id)
-VALUES (%(run_id)s, %(attempt)s, %(user_id)s)
-ON CONFLICT (run_id, attempt) DO UPDATE SET status = 'running', started_at = now(), error = NULL
+INSERT INTO public.sync_run_attempts (run_id, attempt, user_id, worker)
+VALUES (%(run_id)s, %(attempt)s, %(user_id)s, %(worker)s)
+ON CONFLICT (run_id, attempt) DO UPDATE
+    SET status = 'running', started_at = now(), error = NULL, worker = excluded.worker
 """
 
 FINISH_ATTEMPT = """
@@ -147,13 +155,18 @@ def request_run(conn: Connection, *, user_id: uuid.UUID, trigger: Trigger, enque
     return RunRequest(run_id=run_id, created=True)
 
 
-def start_attempt(conn: Connection, *, run_id: uuid.UUID, attempt: int) -> uuid.UUID | None:
+def start_attempt(
+    conn: Connection, *, run_id: uuid.UUID, attempt: int, worker: str | None = None
+) -> uuid.UUID | None:
     """Mark the run running and open attempt `attempt`; returns the user, or None if the run is over."""
     with conn.transaction():
         row = conn.execute(START_ATTEMPT, {"run_id": run_id, "attempt": attempt}).fetchone()
         if row is None:
             return None
-        conn.execute(INSERT_ATTEMPT, {"run_id": run_id, "attempt": attempt, "user_id": row[0]})
+        conn.execute(CLOSE_INTERRUPTED, {"run_id": run_id, "attempt": attempt})
+        conn.execute(
+            INSERT_ATTEMPT, {"run_id": run_id, "attempt": attempt, "user_id": row[0], "worker": worker}
+        )
     user_id: uuid.UUID = row[0]
     return user_id
 

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=4, ge=1, le=20)
     retry_base_seconds: float = Field(default=10.0, ge=0.0, le=3600.0)
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # A worker silent for 3 heartbeats is taken for dead and its job is run again.
+    heartbeat_seconds: float = Field(default=10.0, ge=0.5, le=600)
+    stalled_check_seconds: float = Field(default=30.0, ge=0.5, le=3600)
 
     # After this many consecutive failed runs for a user, POST to the webhook (if set).
     failure_threshold: int = Field(default=3, ge=1, le=1000)

@@ -44,6 +44,7 @@ def run_attempt(
     attempt: int,
     final: bool,
     ssl_context: ssl.SSLContext | None = None,
+    worker: str | None = None,
 ) -> AttemptResult:
     """Import every account of the run's user; raises ImportFailed when any account failed.
 
@@ -52,7 +53,7 @@ def run_attempt(
     """
     started = time.perf_counter()
     with pool.connection() as conn:
-        user_id = runs.start_attempt(conn, run_id=run_id, attempt=attempt)
+        user_id = runs.start_attempt(conn, run_id=run_id, attempt=attempt, worker=worker)
         if user_id is None:
             log.info("run already finished", run_id=str(run_id))
             return AttemptResult(run_id=run_id, status="finished")

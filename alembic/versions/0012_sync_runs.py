@@ -48,6 +48,7 @@ CREATE TABLE public.sync_run_attempts (
         CONSTRAINT sync_run_attempts_status CHECK (status IN ('running', 'succeeded', 'failed')),
     messages_imported integer NOT NULL DEFAULT 0,
     error text,
+    worker text,
     started_at timestamptz NOT NULL DEFAULT now(),
     finished_at timestamptz,
     PRIMARY KEY (run_id, attempt)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from sync_function import metrics as process_metrics
 from sync_function.db import EXPECTED_REVISION, schema_revision
 from sync_function.deps import PoolDep
 
@@ -40,4 +41,6 @@ def readyz(pool: PoolDep) -> JSONResponse:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(request: Request) -> Response:
-    return Response(generate_latest(request.app.state.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    """This process's counters (manual imports run here) and the database-wide gauges."""
+    body = generate_latest(process_metrics.REGISTRY) + generate_latest(request.app.state.metrics_registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -81,4 +81,7 @@ def catalog_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
         if conn.execute("SELECT to_regclass('cron.job') IS NOT NULL").fetchone()[0]  # type: ignore[index]
         else "SELECT NULL::text WHERE false",
     }
-    return {name: conn.execute(query).fetchall() for name, query in queries.items()}
+    snapshot = {name: conn.execute(query).fetchall() for name, query in queries.items()}
+    # Offline SQL output expands tabs in function bodies; compare bodies modulo whitespace.
+    snapshot["functions"] = [(*row[:4], " ".join(str(row[4]).split())) for row in snapshot["functions"]]
+    return snapshot

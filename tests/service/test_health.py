@@ -45,6 +45,7 @@ def test_metrics_expose_runs_and_queue_depth(service: Service) -> None:
     assert "autosync_queue_depth" in body
     assert "autosync_database_up 1.0" in body
     assert "autosync_messages_stored" in body
+    assert "autosync_import_seconds_bucket" in body
 
 
 def test_history_is_per_user_and_validates_limit(service: Service, database_url: str) -> None:

@@ -1,0 +1,80 @@
+"""Workers scale out: separate `autosync worker` processes on one database share the queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from sync_function.settings import Settings
+from tests import mailgen
+from tests.fixtures.service import Service
+from tests.service.helpers import users
+from tests.service.test_worker import add_account, enable, trigger, wait_for_run
+
+pytestmark = pytest.mark.docker
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "AUTOSYNC_SERVICE_KEY": settings.service_key.get_secret_value(),
+        "AUTOSYNC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "AUTOSYNC_ENCRYPTION_KEY": settings.encryption_key.get_secret_value(),
+        "AUTOSYNC_WORKER_CONCURRENCY": "1",
+        "AUTOSYNC_LOG_LEVEL": "warning",
+    }
+
+
+@pytest.fixture
+def two_workers(service: Service) -> Iterator[list[subprocess.Popen[bytes]]]:
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sync_function.cli", "worker"],
+            env=worker_env(service.settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    yield processes
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_two_worker_processes_share_the_imports(
+    service: Service,
+    database_url: str,
+    dovecot,
+    two_workers: list[subprocess.Popen[bytes]],  # type: ignore[no-untyped-def]
+) -> None:
+    with users(database_url, 8) as user_ids:
+        for index, user in enumerate(user_ids):
+            mailbox_user = add_account(service, user, dovecot)
+            dovecot.deliver(mailbox_user, [m.raw for m in mailgen.generate(40, seed=100 + index)])
+            enable(service, user)
+        run_ids = [trigger(service, user) for user in user_ids]
+        results = [wait_for_run(database_url, run_id, timeout_s=120) for run_id in run_ids]
+        assert [r[:3] for r in results] == [("succeeded", 1, 40)] * 8
+        with psycopg.connect(database_url) as conn:
+            workers = conn.execute(
+                "SELECT DISTINCT worker FROM public.sync_run_attempts WHERE run_id = ANY(%s::uuid[])",
+                (run_ids,),
+            ).fetchall()
+        assert len(workers) == 2, f"both processes should have taken imports, saw {workers}"
+    for process in two_workers:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
