@@ -121,8 +121,8 @@ async def _retry_stalled_jobs(app: procrastinate.App, *, every_s: float, silent_
                 try:
                     await app.job_manager.retry_job(job)
                     log.warning("retrying a stalled import job", job_id=job.id)
-                except Exception:  # another worker got there first
-                    continue
+                except Exception as exc:  # usually: another worker got there first
+                    log.info("stalled job not retried", job_id=job.id, reason=type(exc).__name__)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the database may be briefly away; try again next round

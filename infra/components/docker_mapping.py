@@ -13,7 +13,6 @@ secrets differ, so a placeholder can never reach a container.
 from __future__ import annotations
 
 import functools
-
 import os
 from collections.abc import Mapping
 
