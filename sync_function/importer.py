@@ -181,7 +181,7 @@ class ImportResult:
     uidvalidity_changed: bool = False
     removed: int = 0
     round_trips: int = 0
-    imap_commands: tuple[str, ...] = ()
+    imap_commands: tuple[str, ...] = field(default=(), repr=False)
 
 
 @dataclass

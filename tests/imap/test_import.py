@@ -174,11 +174,20 @@ def test_a_crash_mid_import_loses_at_most_one_batch_and_resumes(
     assert sorted(stored(db, mailbox.account.account_id)) == uids
 
 
+@pytest.mark.parametrize("detected", [True, False], ids=["detected-up-front", "caught-on-copy"])
 def test_rows_already_stored_count_as_duplicates_not_copies(
-    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+    detected: bool,
+    db: psycopg.Connection,
+    dovecot: DovecotServer,
+    mailbox: Mailbox,
+    run_import: Run,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(15, seed=6)))
     run_import(mailbox)
+    if not detected:
+        # As if a concurrent import stored rows after this one looked: the direct COPY collides.
+        monkeypatch.setattr(importer, "MAX_STORED_UID", "SELECT 0 WHERE %(account_id)s IS NOT NULL")
     # As if a batch committed its rows but the worker lost track of the checkpoint.
     db.execute(
         "UPDATE public.mailbox_state SET last_uid = 0, uidnext = NULL WHERE account_id = %s",
