@@ -33,7 +33,7 @@ def function_url(database_url: str) -> str | None:
             FROM pg_catalog.pg_db_role_setting AS s
             JOIN pg_catalog.pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
                  unnest(s.setconfig) AS setting
-            WHERE d.datname = current_database() AND setting LIKE 'app.settings.sync_function_url=%%'
+            WHERE d.datname = current_database() AND setting LIKE 'app.settings.sync_function_url=%'
             """
         ).fetchone()
     return None if row is None else str(row[0])

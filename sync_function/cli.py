@@ -69,6 +69,58 @@ def worker(
     asyncio.run(queue.run_worker(config, concurrency=concurrency))
 
 
+def _database_url() -> str:
+    import os
+
+    url = os.environ.get("DATABASE_URL") or os.environ.get("AUTOSYNC_DATABASE_URL")
+    if not url:
+        typer.echo("autosync: DATABASE_URL is not set (the database to check, as its owner)", err=True)
+        raise typer.Exit(2)
+    return url
+
+
+@app.command()
+def doctor() -> None:
+    """Check extensions, schema, settings, key, function reachability and schedule drift (exit 1 on problems)."""
+    import psycopg
+    from rich.table import Table
+
+    from sync_function import doctor as checks
+
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        results = checks.run_checks(conn)
+        drift = checks.find_drift(conn)
+    table = Table("check", "", "detail", title="autosync doctor")
+    for check in results:
+        table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
+    Console().print(table)
+    if drift:
+        detail = Table("problem", "user", "detail", title="schedule drift")
+        for item in drift:
+            detail.add_row(item.kind, str(item.user_id or item.job_name), item.detail)
+        Console().print(detail)
+    if not all(check.ok for check in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would change.")) -> None:
+    """Make cron.job and auto_sync_jobs match user_settings (schedule the enabled, unschedule the rest)."""
+    import psycopg
+
+    from sync_function import doctor as checks
+
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        fixes = checks.reconcile(conn, dry_run=dry_run)
+        remaining = [] if dry_run else checks.find_drift(conn)
+    for fix in fixes:
+        mark = "ok" if fix.ok else "FAILED"
+        typer.echo(f"{mark:6} {fix.action:22} {fix.user_id or fix.job_name}  {fix.detail}")
+    typer.echo(f"{len(fixes)} fix(es){' planned' if dry_run else ''}; {len(remaining)} problem(s) left")
+    if remaining or not all(fix.ok for fix in fixes):
+        raise typer.Exit(1)
+
+
 @app.command()
 def openapi() -> None:
     """Print the OpenAPI document (no configuration or database needed)."""

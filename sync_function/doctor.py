@@ -1,0 +1,247 @@
+"""Operator checks and repairs: `autosync doctor` and `autosync reconcile`.
+
+Drift is any disagreement between what users chose (`user_settings`), what the project recorded
+(`auto_sync_jobs`) and what pg_cron will actually run (`cron.job`). The settings are the source of
+truth: reconcile schedules every enabled user at their interval and unschedules everyone else.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import httpx
+from psycopg import Connection
+
+from sync_function.db import EXPECTED_REVISION, schema_revision
+
+PURGE_JOB = "autosync-purge-run-details"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Drift:
+    kind: str
+    user_id: uuid.UUID | None
+    job_name: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Fix:
+    action: str
+    user_id: uuid.UUID | None
+    job_name: str | None
+    ok: bool
+    detail: str
+
+
+# One row per problem. Kinds:
+#   missing_job      enabled in user_settings, but no auto_sync_jobs row
+#   orphan_row       auto_sync_jobs row for a user who is not enabled
+#   missing_cron     auto_sync_jobs row whose cron job does not exist
+#   orphan_cron      an auto-sync-* cron job without an auto_sync_jobs row
+#   wrong_schedule   the job or row does not match the user's interval (or the command is not ours)
+#   inactive         the cron job is paused
+DRIFT = r"""
+WITH settings AS (
+    SELECT user_id, interval_minutes FROM public.user_settings WHERE enabled
+), jobs AS (
+    SELECT jobid, jobname, schedule, command, active,
+           CASE WHEN jobname ~ '^auto-sync-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                THEN substr(jobname, 11)::uuid END AS user_id
+    FROM cron.job WHERE jobname LIKE 'auto-sync-%'
+)
+SELECT 'missing_job', s.user_id, NULL, format('enabled every %s min, but nothing is scheduled', s.interval_minutes)
+FROM settings AS s LEFT JOIN public.auto_sync_jobs AS a USING (user_id) WHERE a.user_id IS NULL
+UNION ALL
+SELECT 'orphan_row', a.user_id, NULL, 'scheduled, but auto-sync is not enabled for this user'
+FROM public.auto_sync_jobs AS a LEFT JOIN settings AS s USING (user_id) WHERE s.user_id IS NULL
+UNION ALL
+SELECT 'missing_cron', a.user_id, 'auto-sync-' || a.user_id, format('cron job %s does not exist', a.cron_job_id)
+FROM public.auto_sync_jobs AS a WHERE NOT EXISTS (SELECT 1 FROM cron.job AS j WHERE j.jobid = a.cron_job_id)
+UNION ALL
+SELECT 'orphan_cron', j.user_id, j.jobname, format('cron job %s has no auto_sync_jobs row', j.jobid)
+FROM jobs AS j WHERE NOT EXISTS (SELECT 1 FROM public.auto_sync_jobs AS a WHERE a.cron_job_id = j.jobid)
+UNION ALL
+SELECT 'wrong_schedule', a.user_id, j.jobname,
+       format('job runs %L every %s min; expected %L every %s min', j.schedule, a.interval_minutes,
+              public.auto_sync_cron_schedule(a.user_id, s.interval_minutes), s.interval_minutes)
+FROM public.auto_sync_jobs AS a
+JOIN settings AS s USING (user_id)
+JOIN jobs AS j ON j.jobid = a.cron_job_id
+WHERE j.schedule <> public.auto_sync_cron_schedule(a.user_id, s.interval_minutes)
+   OR a.interval_minutes <> s.interval_minutes
+   OR j.user_id IS DISTINCT FROM a.user_id
+   OR j.command <> format('SELECT public.trigger_auto_sync(%L::uuid)', a.user_id)
+UNION ALL
+SELECT 'inactive', j.user_id, j.jobname, format('cron job %s is paused', j.jobid)
+FROM jobs AS j WHERE NOT j.active
+ORDER BY 1, 2
+"""
+
+
+def find_drift(conn: Connection) -> list[Drift]:
+    rows = conn.execute(DRIFT).fetchall()
+    return [
+        Drift(kind=kind, user_id=user_id, job_name=job_name, detail=detail)
+        for kind, user_id, job_name, detail in rows
+    ]
+
+
+def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
+    """Extensions, schema, settings, key, function reachability, purge job, drift, recent failures."""
+    checks: list[Check] = []
+    extensions = dict(
+        conn.execute(
+            "SELECT extname, extversion FROM pg_extension WHERE extname IN ('pg_cron', 'http')"
+        ).fetchall()
+    )
+    for name in ("pg_cron", "http"):
+        checks.append(
+            Check(f"extension {name}", name in extensions, extensions.get(name, "not installed: see README"))
+        )
+    revision = schema_revision(conn)
+    checks.append(
+        Check(
+            "schema revision",
+            revision == EXPECTED_REVISION,
+            f"{revision or 'none'} (this code expects {EXPECTED_REVISION})",
+        )
+    )
+    url = _function_url(conn)
+    checks.append(
+        Check(
+            "sync_function_url",
+            url is not None,
+            url or "not set: SELECT autosync_private.set_sync_function_url('http://host:port')",
+        )
+    )
+    key_set = bool(conn.execute("SELECT public.auto_sync_service_key_is_set()").fetchone()[0])  # type: ignore[index]
+    checks.append(
+        Check(
+            "service key",
+            key_set,
+            "stored" if key_set else "not stored: SELECT autosync_private.set_service_key($1)",
+        )
+    )
+    if url is not None:
+        checks.append(_reachable(url, timeout_s=timeout_s))
+    purge = conn.execute("SELECT active FROM cron.job WHERE jobname = %s", (PURGE_JOB,)).fetchone()
+    checks.append(
+        Check(
+            "run-details purge job",
+            bool(purge and purge[0]),
+            "scheduled daily" if purge and purge[0] else "missing or paused: run alembic upgrade head",
+        )
+    )
+    drift = find_drift(conn)
+    checks.append(
+        Check(
+            "schedules match settings",
+            not drift,
+            "no drift" if not drift else f"{len(drift)} problem(s): run `autosync reconcile`",
+        )
+    )
+    failed = conn.execute(
+        """SELECT count(*) FILTER (WHERE status = 'failed'), count(*) FROM cron.job_run_details AS d
+           JOIN cron.job AS j USING (jobid)
+           WHERE j.jobname LIKE 'auto-sync-%' AND d.start_time > now() - interval '1 day'"""
+    ).fetchone()
+    assert failed is not None
+    checks.append(
+        Check(
+            "cron runs (24 h)",
+            failed[0] == 0,
+            f"{failed[0]} of {failed[1]} failed"
+            + (": see cron.job_run_details.return_message" if failed[0] else ""),
+        )
+    )
+    return checks
+
+
+def _function_url(conn: Connection) -> str | None:
+    row = conn.execute(
+        """SELECT substr(setting, length('app.settings.sync_function_url=') + 1)
+           FROM pg_db_role_setting AS s JOIN pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
+                unnest(s.setconfig) AS setting
+           WHERE d.datname = current_database() AND setting LIKE 'app.settings.sync_function_url=%'"""
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _reachable(url: str, *, timeout_s: float) -> Check:
+    # From where doctor runs; pg_cron calls from the database host, which may see another network.
+    try:
+        response = httpx.get(url.rstrip("/") + "/readyz", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return Check("function reachable", False, f"{url}/readyz: {type(exc).__name__}: {exc}")
+    return Check(
+        "function reachable",
+        response.status_code == 200,
+        f"{url}/readyz answered {response.status_code}",
+    )
+
+
+def reconcile(conn: Connection, *, dry_run: bool = False) -> list[Fix]:
+    """Make cron.job and auto_sync_jobs match user_settings. Each user is fixed in its own transaction."""
+    fixes: list[Fix] = []
+    enabled = dict(
+        conn.execute("SELECT user_id, interval_minutes FROM public.user_settings WHERE enabled").fetchall()
+    )
+    users: dict[uuid.UUID, None] = {}
+    strays: list[str] = []
+    for drift in find_drift(conn):
+        if drift.user_id is not None:
+            users.setdefault(drift.user_id)
+        elif drift.job_name is not None:
+            strays.append(drift.job_name)
+    for user_id in users:
+        if user_id in enabled:
+            action, sql, params = (
+                "schedule",
+                "SELECT public.schedule_auto_sync(%s, %s)",
+                (user_id, enabled[user_id]),
+            )
+        else:
+            action, sql, params = "unschedule", "SELECT public.unschedule_auto_sync(%s)", (user_id,)
+        fixes.append(_apply(conn, action, user_id, None, sql, params, dry_run=dry_run))
+    for job_name in strays:  # not named after a user id: nothing can own it
+        fixes.append(
+            _apply(
+                conn,
+                "unschedule stray job",
+                None,
+                job_name,
+                "SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname = %s",
+                (job_name,),
+                dry_run=dry_run,
+            )
+        )
+    return fixes
+
+
+def _apply(
+    conn: Connection,
+    action: str,
+    user_id: uuid.UUID | None,
+    job_name: str | None,
+    sql: str,
+    params: tuple[object, ...],
+    *,
+    dry_run: bool,
+) -> Fix:
+    if dry_run:
+        return Fix(action, user_id, job_name, True, "dry run: not applied")
+    try:
+        with conn.transaction():
+            conn.execute(sql, params)  # type: ignore[arg-type]
+    except Exception as exc:
+        return Fix(action, user_id, job_name, False, str(exc).splitlines()[0])
+    return Fix(action, user_id, job_name, True, "done")
