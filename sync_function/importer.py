@@ -6,11 +6,12 @@ How a run goes:
 2. Log in and ask STATUS. Same UIDVALIDITY and same UIDNEXT as stored → nothing can be new: return
    after this single round trip (no EXAMINE, no FETCH).
 3. EXAMINE (read-only), find UIDs above the checkpoint, and which of them are above the size cap.
-4. Per batch: UID FETCH BODY.PEEK[] (mail stays unread), parse, COPY into a temporary table and
-   insert-select into `messages` with ON CONFLICT DO NOTHING on (account, mailbox, UIDVALIDITY, UID),
-   then move `mailbox_state.last_uid`, all in ONE transaction. A crash loses at most the batch in
-   flight and never duplicates; the next run resumes after the last committed batch. The next
-   batch is fetched while the current one is stored.
+4. Per batch: UID FETCH BODY.PEEK[] (mail stays unread), parse, store, and move
+   `mailbox_state.last_uid`, all in ONE transaction. A crash loses at most the batch in flight and
+   never duplicates; the next run resumes after the last committed batch. The next batch is
+   fetched while the current one is stored. Rows are COPYed straight into `messages` while no
+   stored row can collide (nothing above the checkpoint); otherwise through a temporary table and
+   INSERT ... ON CONFLICT DO NOTHING on (account, mailbox, UIDVALIDITY, UID), counting duplicates.
 5. Store UIDNEXT/HIGHESTMODSEQ only once every batch is in: until then a rerun cannot take the
    "nothing new" shortcut.
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -126,6 +127,23 @@ WITH inserted AS (
 SELECT count(*) FILTER (WHERE skipped_reason IS NULL), count(*) FILTER (WHERE skipped_reason IS NOT NULL)
 FROM inserted
 """
+
+INSERT_ONE = """
+INSERT INTO public.messages (
+    user_id, account_id, mailbox, uidvalidity, uid, sha256, message_id, from_addr, to_addrs, cc_addrs,
+    subject, sent_at, body_text, snippet, size, defects, skipped_reason, raw
+) VALUES (
+    %(user_id)s, %(account_id)s, %(mailbox)s, %(uidvalidity)s, %(uid)s, %(sha256)s, %(message_id)s,
+    %(from_addr)s, %(to_addrs)s, %(cc_addrs)s, %(subject)s, %(sent_at)s, %(body_text)s, %(snippet)s,
+    %(size)s, %(defects)s, %(skipped_reason)s, %(raw)s
+)
+ON CONFLICT (account_id, mailbox, uidvalidity, uid) DO NOTHING
+RETURNING skipped_reason
+"""
+ROW_COLUMNS = (
+    "uid", "sha256", "message_id", "from_addr", "to_addrs", "cc_addrs", "subject", "sent_at", "body_text",
+    "snippet", "size", "defects", "skipped_reason", "raw",
+)
 
 ADVANCE_CHECKPOINT = """
 UPDATE public.mailbox_state
@@ -295,7 +313,7 @@ def import_mailbox(
                 {
                     **params,
                     "uidnext": final_uidnext,
-                    "highestmodseq": opened.highestmodseq,
+                    "highestmodseq": opened.highestmodseq if opened.highestmodseq is not None else status.highestmodseq,
                     "last_uid": last_uid,
                 },
             ).rowcount
@@ -345,7 +363,7 @@ def _conflict_message(account: ImapAccount) -> str:
 
 def _prefetched(
     session: ImapSession, batches: Sequence[list[int]], large: set[int]
-) -> Iterator[tuple[list[int], list[FetchedMessage]]]:
+) -> Generator[tuple[list[int], list[FetchedMessage]], None, None]:
     """Yield (batch, its messages), fetching batch n+1 while the caller stores batch n.
 
     Only the worker thread talks IMAP while this runs, so the session is never used concurrently.
@@ -371,6 +389,8 @@ def _prefetched(
 
 
 Row = tuple[Any, ...]
+# What the database (or the client encoding a value for it) refuses because of one value.
+_UNSTORABLE = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError)
 
 
 @dataclass
@@ -388,12 +408,41 @@ class _BatchWriter:
 
     def write(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
         """Store `rows` (batch-table column order); returns (new stored rows, new skipped rows)."""
-        if self.direct:
-            try:
-                return self._write_direct(rows, last_uid=last_uid)
-            except psycopg.errors.UniqueViolation:
-                self.direct = False
-        return self._write_deduplicated(rows, last_uid=last_uid)
+        try:
+            if self.direct:
+                try:
+                    return self._write_direct(rows, last_uid=last_uid)
+                except psycopg.errors.UniqueViolation:
+                    self.direct = False
+            return self._write_deduplicated(rows, last_uid=last_uid)
+        except _UNSTORABLE:
+            # One message the database refuses must not block the mailbox forever.
+            return self._write_one_by_one(rows, last_uid=last_uid)
+
+    def _write_one_by_one(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
+        """Each row in its own savepoint; a refused row is stored again with its bytes only."""
+        stored = skipped = 0
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            for row in rows:
+                values = dict(zip(ROW_COLUMNS, row, strict=True))
+                try:
+                    with self.conn.transaction():
+                        inserted = cur.execute(INSERT_ONE, {**self.params, **values}).fetchone()
+                except _UNSTORABLE as exc:
+                    values = {
+                        **dict.fromkeys(ROW_COLUMNS),
+                        **{k: values[k] for k in ("uid", "sha256", "size", "skipped_reason", "raw")},
+                        "defects": [f"parsed columns not storable ({type(exc).__name__}); raw bytes kept"],
+                    }
+                    with self.conn.transaction():
+                        inserted = cur.execute(INSERT_ONE, {**self.params, **values}).fetchone()
+                if inserted is not None:
+                    if inserted[0] is None:
+                        stored += 1
+                    else:
+                        skipped += 1
+            self._advance(cur, last_uid)
+        return stored, skipped
 
     def _write_direct(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
         p = self.params

@@ -25,6 +25,8 @@ from email.message import Message
 from email.parser import BytesParser
 
 SNIPPET_CHARS = 200
+# Message-ID is indexed, and a btree entry must stay under ~2.7 kB.
+MAX_MESSAGE_ID_CHARS = 1000
 # A text body beyond this is cut (and the cut recorded): the raw message keeps everything.
 MAX_BODY_CHARS = 1_000_000
 
@@ -67,8 +69,11 @@ def parse_message(raw: bytes) -> ParsedMessage:
     message_id = _header(headers, "Message-ID", defects)
     if message_id is None:
         defects.append("no Message-ID header")
+    elif len(message_id) > MAX_MESSAGE_ID_CHARS // 4 and len(message_id.encode()) > MAX_MESSAGE_ID_CHARS:
+        message_id = message_id.encode()[:MAX_MESSAGE_ID_CHARS].decode("utf-8", errors="ignore")
+        defects.append(f"Message-ID cut at {MAX_MESSAGE_ID_CHARS} bytes")
     sent_at = _date(headers, defects)
-    body = _body(msg, defects)
+    body = _clean(_body(msg, defects))
     if len(body) > MAX_BODY_CHARS:
         body = body[:MAX_BODY_CHARS]
         defects.append(f"body text cut at {MAX_BODY_CHARS} characters")
@@ -88,8 +93,15 @@ def parse_message(raw: bytes) -> ParsedMessage:
 
 
 def _clean(text: str) -> str:
-    # Postgres text cannot hold NUL.
-    return text.replace("\x00", "") if "\x00" in text else text
+    """Text Postgres accepts: no NUL, and no lone surrogates (which exotic codecs can produce)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
 
 
 def _snippet(body: str) -> str:

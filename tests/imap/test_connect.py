@@ -151,7 +151,7 @@ def test_bad_arguments_fail_before_anything_happens(
             ({"account": replace(mailbox.account, account_id=uuid.uuid4())}, "does not exist"),
             ({"batch_size": 0}, "batch_size"),
             ({"max_message_bytes": 0}, "max_message_bytes"),
-            ({"account": replace(mailbox.account, tls_mode="ssl")}, "tls_mode"),
+            ({"account": replace(mailbox.account, tls_mode="ssl")}, "tls_mode"),  # type: ignore[arg-type]
         ]
         for overrides, expected in cases:
             kwargs: dict[str, object] = {"account": mailbox.account, "user_id": mailbox.user_id, **overrides}

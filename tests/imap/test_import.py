@@ -6,6 +6,7 @@ import hashlib
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ import pytest
 
 from sync_function import importer
 from sync_function.importer import ImportResult
+from sync_function.parse import ParsedMessage
 from tests import mailgen
 from tests.fixtures.dovecot import DovecotServer
 from tests.imap.conftest import Mailbox
@@ -198,6 +200,36 @@ def test_rows_already_stored_count_as_duplicates_not_copies(
 
     assert (result.fetched, result.imported, result.duplicates) == (15, 0, 15)
     assert len(stored(db, mailbox.account.account_id)) == 15
+
+
+def test_a_message_the_database_refuses_is_kept_with_its_bytes_and_the_rest_imports(
+    db: psycopg.Connection,
+    dovecot: DovecotServer,
+    mailbox: Mailbox,
+    run_import: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    generated = mailgen.generate(8, seed=8)
+    dovecot.deliver(mailbox.user, (g.raw for g in generated))
+    poisoned = generated[3].sha256
+    real_parse = importer.parse_message
+
+    def parse_with_a_poisoned_subject(raw: bytes) -> ParsedMessage:
+        parsed = real_parse(raw)
+        # A lone surrogate cannot be encoded for Postgres: the whole COPY fails on it.
+        return replace(parsed, subject="bad \ud800") if parsed.sha256 == poisoned else parsed
+
+    monkeypatch.setattr(importer, "parse_message", parse_with_a_poisoned_subject)
+    result = run_import(mailbox)
+
+    assert (result.imported, result.duplicates) == (8, 0)
+    rows = {bytes(r["sha256"]): r for r in stored(db, mailbox.account.account_id).values()}
+    assert len(rows) == 8
+    bad = rows[poisoned]
+    assert bad["subject"] is None and bytes(bad["raw"]) == generated[3].served
+    assert any("not storable" in d for d in bad["defects"])
+    assert all(r["subject"] for sha, r in rows.items() if sha != poisoned)
+    assert state(db, mailbox.account.account_id)[1] == max(dovecot.messages(mailbox.user))  # type: ignore[index]
 
 
 def test_a_folder_other_than_inbox(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync_function.parse import SNIPPET_CHARS, parse_message
+from sync_function.parse import MAX_MESSAGE_ID_CHARS, SNIPPET_CHARS, parse_message
 from tests import mailgen
 
 CORPUS = mailgen.one_of_each(seed=3)
@@ -97,12 +97,18 @@ def test_attachment_bytes_never_leak_into_the_text() -> None:
         b"Content-Transfer-Encoding: base64\r\n\r\n!!!!@@@@",
         b"Date: Mon, 99 Foo 99999 99:99:99 +9999\r\n\r\nx",
         b"From: \x00\x00\r\nSubject: \xc3\r\n\r\n\x00",
+        b"Content-Type: text/plain; charset=unicode_escape\r\n\r\nlone \\ud800 surrogate",
+        b"Message-ID: <" + b"\xc3\xa9" * 3000 + b">\r\n\r\nhuge id",
     ],
 )
 def test_hostile_inputs_never_raise(raw: bytes) -> None:
     parsed = parse_message(raw)
     assert parsed.sha256 == hashlib.sha256(raw).digest()
     assert "\x00" not in parsed.body_text
+    # Everything must be storable: valid UTF-8 text, and an indexable Message-ID.
+    for text in (parsed.body_text, parsed.subject, parsed.message_id, parsed.from_addr, *parsed.defects):
+        (text or "").encode("utf-8")
+    assert len((parsed.message_id or "").encode()) <= MAX_MESSAGE_ID_CHARS
 
 
 @settings(max_examples=300, deadline=None)
