@@ -161,7 +161,12 @@ def env_up(
     typer.echo(f"  Postgres:      127.0.0.1:{env.postgres.port}, database {env.postgres.database}")
     typer.echo(f"  DATABASE_URL:  see {state} (mode 0600: generated password, service key, JWT secret)")
     typer.echo(f'  psql:          set -a; . {state}; set +a; psql "$DATABASE_URL"')
-    typer.echo(f"  take it down:  make down  (or: autosync env down --name {env.name})")
+    down = f"autosync env down --name {env.name}"
+    typer.echo(
+        f"  take it down:  make down  (or: {down})"
+        if env.name == local_env.DEFAULT_NAME
+        else f"  take it down:  {down}"
+    )
 
 
 @env_app.command("down")

@@ -105,7 +105,9 @@ def test_cron_job_imports_mail_end_to_end(environment: local_env.Coordinates, do
         )
         assert added.status_code == 201, added.text
 
-        saved = api.post("/api/settings/save-auto-sync", headers=headers, json={"enabled": True, "interval_minutes": 5})
+        saved = api.post(
+            "/api/settings/save-auto-sync", headers=headers, json={"enabled": True, "interval_minutes": 5}
+        )
         assert saved.status_code == 200, saved.text
         job = _job(db, user_id)
         assert job is not None
@@ -172,7 +174,9 @@ def test_cron_job_imports_mail_end_to_end(environment: local_env.Coordinates, do
         off = api.post("/api/settings/save-auto-sync", headers=headers, json={"enabled": False})
         assert off.status_code == 200, off.text
         assert _job(db, user_id) is None
-        assert db.execute("SELECT count(*) FROM public.auto_sync_jobs WHERE user_id = %s", (user_id,)).fetchone() == (0,)
+        assert db.execute(
+            "SELECT count(*) FROM public.auto_sync_jobs WHERE user_id = %s", (user_id,)
+        ).fetchone() == (0,)
     finally:
         # Matters when the environment is shared (`autosync env test`): leave no job firing.
         db.execute("SELECT public.unschedule_auto_sync(%s)", (user_id,))

@@ -53,7 +53,10 @@ def test_serve_answers_healthz_and_readyz_after_migrations(
 ) -> None:
     config = _config(function_env, fresh_postgres.url)
     serve = docker_local.run(
-        docker_engine, sync_function_container(config, role="serve"), env_name=function_env, image_tag=function_image
+        docker_engine,
+        sync_function_container(config, role="serve"),
+        env_name=function_env,
+        image_tag=function_image,
     )
     # Docker's own verdict, from the spec's probe (the same GET /healthz the image declares).
     docker_local.wait_healthy(serve, timeout_s=60)
@@ -80,7 +83,9 @@ def test_serve_answers_healthz_and_readyz_after_migrations(
     assert serve.attrs["State"]["Health"]["Status"] == "healthy"
 
 
-def test_image_runs_debian_python_as_non_root(docker_engine: docker.DockerClient, function_image: str) -> None:
+def test_image_runs_debian_python_as_non_root(
+    docker_engine: docker.DockerClient, function_image: str
+) -> None:
     image = docker_engine.images.get(function_image)
     config = image.attrs["Config"]
     assert config["Entrypoint"] == ["autosync"]

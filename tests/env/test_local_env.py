@@ -19,7 +19,12 @@ pytestmark = pytest.mark.docker
 
 def _autosync(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*AUTOSYNC, *args], cwd=containers.REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        [*AUTOSYNC, *args],
+        cwd=containers.REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -35,7 +40,7 @@ def test_up_prints_how_to_reach_it_and_down_removes_everything(
     assert f"API:           {api_url}" in first.stdout
     assert f"127.0.0.1:{postgres_port}" in first.stdout
     assert state in first.stdout
-    assert "make down" in first.stdout and f"autosync env down --name {env_name}" in first.stdout
+    assert f"take it down:  autosync env down --name {env_name}" in first.stdout
 
     # The state file: secrets only its owner can read, and enough to run the service by hand.
     path = local_env.state_file(env_name)
@@ -43,20 +48,33 @@ def test_up_prints_how_to_reach_it_and_down_removes_everything(
     values = local_env.read_state(env_name)
     assert values["AUTOSYNC_API_URL"] == api_url
     assert values["DATABASE_URL"].endswith(f"@127.0.0.1:{postgres_port}/autosync")
-    for key in ("AUTOSYNC_SERVICE_KEY", "AUTOSYNC_JWT_SECRET", "AUTOSYNC_ENCRYPTION_KEY", "POSTGRES_PASSWORD"):
+    for key in (
+        "AUTOSYNC_SERVICE_KEY",
+        "AUTOSYNC_JWT_SECRET",
+        "AUTOSYNC_ENCRYPTION_KEY",
+        "POSTGRES_PASSWORD",
+    ):
         assert len(values[key]) >= 32, key
 
     # Ready, and the database points pg_cron's trigger at this function with this key.
     assert httpx.get(f"{api_url}/readyz", timeout=5).status_code == 200
     assert dbsettings.function_url(values["DATABASE_URL"]) == api_url
     assert dbsettings.service_key_is_set(values["DATABASE_URL"])
-    running = {c.name: c.id for c in docker_engine.containers.list(filters={"label": f"autosync.env={env_name}"})}
-    assert set(running) == {f"{env_name}-postgres", f"{env_name}-function-serve", f"{env_name}-function-worker-1"}
+    running = {
+        c.name: c.id for c in docker_engine.containers.list(filters={"label": f"autosync.env={env_name}"})
+    }
+    assert set(running) == {
+        f"{env_name}-postgres",
+        f"{env_name}-function-serve",
+        f"{env_name}-function-worker-1",
+    }
 
     # Again: nothing is replaced, the secrets stay.
     second = _autosync("env", "up", "--name", env_name)
     assert second.returncode == 0, second.stderr
-    again = {c.name: c.id for c in docker_engine.containers.list(filters={"label": f"autosync.env={env_name}"})}
+    again = {
+        c.name: c.id for c in docker_engine.containers.list(filters={"label": f"autosync.env={env_name}"})
+    }
     assert again == running
     assert local_env.read_state(env_name) == values
 
