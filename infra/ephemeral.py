@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_urlsafe
 from types import FrameType
 from typing import Protocol
 
@@ -128,7 +129,7 @@ class PulumiBackend:
     workers: int = 1
     kind: str = "pulumi"
     on_output: Callable[[str], object] = field(default=lambda line: print(line, file=sys.stderr))
-    _stacks: dict[str, tuple[object, Path]] = field(default_factory=dict, repr=False)
+    _stacks: dict[str, tuple[object | None, Path]] = field(default_factory=dict, repr=False)
 
     def up(self, name: str) -> local_env.Coordinates:
         from pulumi import automation as auto
@@ -136,16 +137,18 @@ class PulumiBackend:
         # Backend state, the stack's config file and Pulumi.yaml all live in this directory, so the
         # checkout is not touched and nothing outlives the run.
         scratch = Path(tempfile.mkdtemp(prefix=f"{name}-pulumi-"))
+        self._stacks[name] = (None, scratch)  # so that `down` removes the directory whatever fails next
         backend_dir = scratch / "backend"
         backend_dir.mkdir()
         secrets = GeneratedSecrets.new()
+        passphrase = token_urlsafe(32)
         runtime_options = {"virtualenv": sys.prefix} if sys.prefix != sys.base_prefix else None
         workspace = auto.LocalWorkspaceOptions(
             work_dir=str(scratch),
             env_vars={
                 "PULUMI_BACKEND_URL": f"file://{backend_dir}",
                 # Encrypts the stack's secrets in the throw-away backend; never leaves this process.
-                "PULUMI_CONFIG_PASSPHRASE": secrets.service_key,
+                "PULUMI_CONFIG_PASSPHRASE": passphrase,
                 "PULUMI_SKIP_UPDATE_CHECK": "true",
             },
             secrets_provider="passphrase",

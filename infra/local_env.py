@@ -226,7 +226,7 @@ def _current(engine, spec: containers.ContainerSpec, image_tag: str):  # type: i
     container = running[0]
     env = set(container.attrs["Config"].get("Env") or [])
     wanted = {f"{key}={value}" for key, value in spec.env.items()}
-    if container.image.tags[:1] != [image_tag] or not wanted <= env:
+    if image_tag not in container.image.tags or not wanted <= env:
         return None
     return container
 
