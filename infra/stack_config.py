@@ -345,7 +345,7 @@ def _build_args(reader: _Reader) -> dict[str, str]:
         isinstance(k, str) and _BUILD_ARG.match(k) and isinstance(v, str) for k, v in value.items()
     ):
         reader.fail(
-            "functionBuildArgs", 'must be a map of build-arg names to strings, e.g. {"PIP_CERT": "…"}'
+            "functionBuildArgs", 'must be a map of build-arg names to strings, e.g. {"PIP_EXTRA_CA_CERTS": "<PEM text>"}'
         )
         return {}
     return dict(value)

@@ -38,7 +38,7 @@ def test_values_are_parsed() -> None:
             "functionPort": "8080",
             "workers": "0",
             "databaseName": "mail",
-            "functionBuildArgs": '{"PIP_CERT": "/run/ca.pem"}',
+            "functionBuildArgs": '{"PIP_EXTRA_CA_CERTS": "-----BEGIN CERTIFICATE-----"}',
             "serviceKey": KEY,
             "encryptionKey": FERNET,
         },
@@ -46,7 +46,7 @@ def test_values_are_parsed() -> None:
     )
     assert (cfg.postgres_port, cfg.function_port, cfg.workers) == (55432, 8080, 0)
     assert cfg.database_name == "mail"
-    assert cfg.function_build_args == {"PIP_CERT": "/run/ca.pem"}
+    assert cfg.function_build_args == {"PIP_EXTRA_CA_CERTS": "-----BEGIN CERTIFICATE-----"}
     assert cfg.service_key == KEY and cfg.encryption_key == FERNET
 
 
@@ -143,7 +143,7 @@ def test_bad_function_url(raw: str) -> None:
 
 
 def test_bad_build_args() -> None:
-    assert "autosync:functionBuildArgs:" in problems({"functionBuildArgs": '{"PIP_CERT": 1}'})
+    assert "autosync:functionBuildArgs:" in problems({"functionBuildArgs": '{"PIP_EXTRA_CA_CERTS": 1}'})
 
 
 def test_repr_shows_no_secret() -> None:
