@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: up down test lint docker venv
+.PHONY: up down test e2e lint docker venv
 
 up: docker venv ## Bring up the local environment (Postgres with pg_cron + http, migrated)
 	$(VENV)/bin/autosync env up
@@ -14,6 +14,9 @@ down: venv ## Remove the local environment (containers, volumes, state)
 
 test: docker venv ## Run the whole test suite against real containers
 	$(VENV)/bin/pytest
+
+e2e: docker venv ## End to end on a fresh ephemeral environment, always removed afterwards
+	$(VENV)/bin/autosync env test -- tests/env/test_end_to_end.py -q
 
 lint: venv
 	$(VENV)/bin/ruff check .
