@@ -19,7 +19,15 @@ log = structlog.get_logger(__name__)
 
 
 class ImportFailed(Exception):
-    """An attempt failed; the message is safe to show the user (no secrets)."""
+    """An attempt failed; the message is safe to show the user (no secrets).
+
+    `retryable` is False when trying again cannot help (wrong password, TLS mismatch, missing
+    mailbox): the run is then failed at once instead of after every backoff step.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ def run_attempt(
             log.info("run already finished", run_id=str(run_id))
             return AttemptResult(run_id=run_id, status="finished")
         errors: list[str] = []
+        retryable = True
         counts = {"fetched": 0, "imported": 0, "skipped": 0, "duplicates": 0, "bytes": 0}
         try:
             user_accounts = accounts.imap_accounts(
@@ -79,6 +88,8 @@ def run_attempt(
                 )
             except (ImapError, ValueError) as exc:
                 errors.append(f"{account.username}@{account.host}/{account.mailbox}: {exc}")
+                # One permanent failure is enough: retrying would fail the same way for that account.
+                retryable = retryable and isinstance(exc, ImapError) and exc.transient
                 continue
             except Exception as exc:
                 errors.append(
@@ -91,7 +102,12 @@ def run_attempt(
         seconds = time.perf_counter() - started
         error = "; ".join(errors) if errors else None
         status = runs.finish_attempt(
-            conn, run_id=run_id, attempt=attempt, messages=counts["imported"], error=error, final=final
+            conn,
+            run_id=run_id,
+            attempt=attempt,
+            messages=counts["imported"],
+            error=error,
+            final=final or not retryable,
         )
         metrics.record_attempt(status=status, imported=counts["imported"], seconds=seconds)
         log.info(
@@ -107,7 +123,7 @@ def run_attempt(
         if status == "failed":
             _maybe_alert(conn, settings, user_id=user_id, run_id=run_id, error=error or "")
     if error is not None:
-        raise ImportFailed(error)
+        raise ImportFailed(error, retryable=retryable)
     return AttemptResult(
         run_id=run_id, status=status, accounts=len(user_accounts), seconds=seconds, errors=errors, **counts
     )

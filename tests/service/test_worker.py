@@ -155,3 +155,29 @@ def test_failures_are_retried_with_backoff_recorded_and_alerted(
     finally:
         failing_worker.stop()
     assert failing_worker.error is None
+
+
+def test_a_wrong_password_fails_at_once_without_retries(
+    service: Service,
+    database_url: str,
+    dovecot,
+    worker: WorkerThread,  # type: ignore[no-untyped-def]
+) -> None:
+    name, _ = dovecot.new_user()
+    with users(database_url) as (user,):
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO public.email_accounts (user_id, host, port, tls_mode, username, password_encrypted)
+                   VALUES (%s, %s, %s, 'plain', %s, %s)""",
+                (
+                    user,
+                    dovecot.host,
+                    dovecot.port,
+                    name,
+                    encrypt_password(service.settings.encryption_key.get_secret_value(), "not-the-password"),
+                ),
+            )
+        enable(service, user)
+        status, attempts, _, error = wait_for_run(database_url, trigger(service, user))
+        assert (status, attempts) == ("failed", 1), "retrying a rejected login cannot help"
+        assert error is not None and "rejected the login" in error and "not-the-password" not in error
