@@ -1,0 +1,187 @@
+"""`python -m bench` (via `bench/run`): every benchmark, one table, optional JSON and chart."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import fanout, imports, report
+from bench.env import BenchEnv
+
+SECTIONS = ("import", "noop", "memory", "schedule", "trigger", "fanout")
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each benchmark is: `--quick` keeps the shape and shrinks the numbers."""
+
+    import_messages: int
+    memory_large: int
+    noop_autosync: int
+    noop_mbsync: int
+    schedule_levels: tuple[int, int, int]
+    trigger_calls: int
+    fanout_interval: int
+    fanout_max_s: float
+
+
+FULL = Sizes(10_000, 100_000, 200, 30, (1_000, 5_000, 10_000), 1_000, 5, 240.0)
+QUICK = Sizes(2_000, 8_000, 50, 10, (200, 500, 1_000), 200, 5, 45.0)
+
+
+def machine() -> dict[str, object]:
+    return {
+        "machine.cpus": os.cpu_count() or 0,
+        "machine.memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        "machine.debian": Path("/etc/debian_version").read_text().strip() if Path("/etc/debian_version").exists() else "",
+        "machine.python": platform.python_version(),
+    }
+
+
+def run_imports(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figures, profile: str | None) -> None:
+    box = imports.make_mailbox(env, sizes.import_messages, seed=1)
+    imports.raw_fetch(box)  # Dovecot builds its index and caches on first access: not anyone's cost
+    raw = imports.raw_fetch(box)
+    client = imports.client_fetch(box)
+    ours = imports.autosync_import(env, box, profile=profile)
+    mbsync = imports.Mbsync(box)
+    try:
+        mbsync_s = mbsync.run()
+        if mbsync.messages() != box.count:
+            raise RuntimeError(f"mbsync pulled {mbsync.messages()} of {box.count} messages")
+        if "import" in wanted:
+            figures["import.messages"] = box.count
+            figures["import.mb"] = round(box.bytes / MB, 1)
+            figures["import.seconds"] = ours["seconds"]
+            figures["import.msgs_per_s"] = box.count / ours["seconds"]
+            figures["import.mb_per_s"] = box.bytes / MB / ours["seconds"]
+            figures["mbsync.seconds"] = mbsync_s
+            figures["mbsync.msgs_per_s"] = box.count / mbsync_s
+            figures["mbsync.mb_per_s"] = box.bytes / MB / mbsync_s
+            figures["raw_fetch.msgs_per_s"] = raw["messages"] / raw["seconds"]
+            figures["raw_fetch.mb_per_s"] = raw["bytes"] / MB / raw["seconds"]
+            figures["client_fetch.msgs_per_s"] = client["messages"] / client["seconds"]
+            figures["ratio.import_vs_mbsync"] = report.ratio(figures["import.msgs_per_s"], figures["mbsync.msgs_per_s"])
+            figures["ratio.import_vs_raw_fetch"] = report.ratio(figures["import.msgs_per_s"], figures["raw_fetch.msgs_per_s"])
+            figures["ratio.mbsync_vs_raw_fetch"] = report.ratio(figures["mbsync.msgs_per_s"], figures["raw_fetch.msgs_per_s"])
+            figures["target.import_1_5x_mbsync"] = figures["ratio.import_vs_mbsync"] >= 1.5
+        if "noop" in wanted:
+            # The first no-op of each tool settles its state (mbsync renames new/ to cur/): not counted.
+            mbsync.run()
+            mb_times = [mbsync.run() for _ in range(sizes.noop_mbsync)]
+            imports.autosync_noop(env, box, 1)
+            ours_times = imports.autosync_noop(env, box, sizes.noop_autosync)
+            figures["noop.messages"] = box.count
+            figures["noop.autosync.p50_ms"] = report.percentile(ours_times, 50) * 1000
+            figures["noop.autosync.p99_ms"] = report.percentile(ours_times, 99) * 1000
+            figures["noop.mbsync.p50_ms"] = report.percentile(mb_times, 50) * 1000
+            figures["noop.mbsync.p99_ms"] = report.percentile(mb_times, 99) * 1000
+            figures["ratio.noop_autosync_vs_mbsync_p50"] = report.ratio(
+                figures["noop.autosync.p50_ms"], figures["noop.mbsync.p50_ms"]
+            )
+            figures["target.noop_tenth_of_mbsync"] = (
+                figures["noop.autosync.p50_ms"] <= figures["noop.mbsync.p50_ms"] / 10
+                and figures["noop.autosync.p99_ms"] <= figures["noop.mbsync.p99_ms"] / 10
+            )
+    finally:
+        mbsync.cleanup()
+    if "memory" in wanted:
+        large = imports.make_mailbox(env, sizes.memory_large, seed=2)
+        imports.raw_fetch(large)  # as above: Dovecot's first-access indexing is not the import's
+        big = imports.autosync_import(env, large)
+        small_mb, large_mb = ours["peak_rss_kb"] / 1024, big["peak_rss_kb"] / 1024
+        figures["memory.small.messages"] = box.count
+        figures["memory.small.baseline_rss_mb"] = ours["rss_before_kb"] / 1024
+        figures["memory.small.peak_rss_mb"] = small_mb
+        figures["memory.large.messages"] = large.count
+        figures["memory.large.peak_rss_mb"] = large_mb
+        figures["memory.large.msgs_per_s"] = large.count / big["seconds"]
+        figures["target.memory_200mb_and_flat"] = large_mb <= 200 and large_mb <= small_mb * 1.25
+
+
+def run_cron(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figures, chart: Path | None) -> None:
+    env.start_function()
+    levels, users = fanout.scheduling_at_scale(env, list(sizes.schedule_levels), interval=sizes.fanout_interval)
+    if "schedule" in wanted:
+        for step, (level, seconds) in enumerate(sorted(levels.items()), start=1):
+            figures[f"schedule.step{step}.users"] = level
+            figures[f"schedule.step{step}.seconds"] = seconds
+            figures[f"schedule.step{step}.users_per_s"] = level / seconds
+    if "trigger" in wanted:
+        times = fanout.trigger_latency(env, users, sizes.trigger_calls)
+        figures["trigger.calls"] = len(times)
+        figures["trigger.p50_ms"] = report.percentile(times, 50) * 1000
+        figures["trigger.p99_ms"] = report.percentile(times, 99) * 1000
+        figures["target.trigger_p99_under_50ms"] = figures["trigger.p99_ms"] < 50
+    if "fanout" in wanted:
+        windows = fanout.fanout(env, interval=sizes.fanout_interval, max_s=sizes.fanout_max_s)
+        figures["fanout.users"] = len(users)
+        figures["fanout.interval_minutes"] = sizes.fanout_interval
+        figures["fanout.receiver"] = "sync function (FastAPI/uvicorn, real enqueue)"
+        for window in windows:
+            key = f"fanout.{window.label}"
+            runs = sum(window.run_status.values())
+            figures[f"{key}.due"] = window.due
+            figures[f"{key}.busiest_bucket"] = window.busiest_bucket
+            figures[f"{key}.calls"] = len(window.delays)
+            figures[f"{key}.p50_s"] = report.percentile(window.delays, 50)
+            figures[f"{key}.p99_s"] = report.percentile(window.delays, 99)
+            figures[f"{key}.max_s"] = max(window.delays, default=float("nan"))
+            figures[f"{key}.cron_runs"] = runs
+            figures[f"{key}.cron_failed"] = window.run_status.get("failed", 0)
+            figures[f"{key}.cron_not_finished"] = runs - window.run_status.get("succeeded", 0) - window.run_status.get("failed", 0)
+            figures[f"{key}.launch_p99_s"] = report.percentile(window.launch_delays, 99)
+            figures[f"{key}.run_p50_ms"] = report.percentile(window.durations, 50) * 1000
+            figures[f"{key}.run_p99_ms"] = report.percentile(window.durations, 99) * 1000
+            span = max(window.delays, default=0.0) - min(window.delays, default=0.0)
+            figures[f"{key}.calls_per_s"] = report.ratio(len(window.delays), span)
+            for index, (message, count) in enumerate(window.failures, start=1):
+                figures[f"{key}.failure{index}"] = f"{count}x {message}"
+        figures["target.fanout_p99_under_5s_staggered"] = figures["fanout.staggered.p99_s"] < 5.0
+        if chart is not None:
+            report.chart(
+                chart,
+                windows,
+                title=f"pg_cron fan-out, {len(users):,} users on a {sizes.fanout_interval}-minute interval",
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, same shape (< 3 minutes)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--chart", type=Path, help="fan-out latency PNG (default: next to --json)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--profile", help="write a cProfile of the full import to this file")
+    args = parser.parse_args(argv)
+    wanted = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
+    chart = args.chart or (args.json.with_suffix(".png") if args.json else None)
+    sizes = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    figures: report.Figures = {"mode": "quick" if args.quick else "full", **machine()}
+    with BenchEnv() as env:
+        env.start_postgres()
+        env.start_dovecot()
+        if wanted & {"import", "noop", "memory"}:
+            run_imports(env, sizes, wanted, figures, args.profile)
+        if wanted & {"schedule", "trigger", "fanout"}:
+            run_cron(env, sizes, wanted, figures, chart)
+    figures["total_seconds"] = time.perf_counter() - started
+    print(report.table(figures))
+    if args.json:
+        report.write_json(args.json, figures)
+        print(f"\nfigures: {args.json}" + (f", chart: {chart}" if chart and "fanout" in wanted else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""One full import in a process of its own, so that its peak RSS is the import's and nothing else's.
+
+Run as `python -m bench.import_child '<json args>'`; prints one JSON line with the import's
+counts, its wall time and the process's memory (VmHWM is the kernel's peak-RSS mark).
+It loads the worker's modules first (`sync_function.queue`), so the baseline is a worker's.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+
+import sync_function.queue  # noqa: F401 - the worker's import footprint belongs in the baseline
+from sync_function.importer import ImapAccount, import_mailbox
+
+
+def memory_kb() -> dict[str, int]:
+    """VmRSS and VmHWM of this process, in kB."""
+    out: dict[str, int] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in {"VmRSS", "VmHWM"}:
+            out[key] = int(value.split()[0])
+    return out
+
+
+def main(argv: list[str]) -> None:
+    args = json.loads(argv[1])
+    account = ImapAccount(
+        account_id=uuid.UUID(args["account_id"]),
+        host=args["host"],
+        port=int(args["port"]),
+        tls_mode="plain",
+        username=args["username"],
+        password=args["password"],
+    )
+    before = memory_kb()
+    profiler = cProfile.Profile() if args.get("profile") else None
+    with psycopg.connect(args["database_url"], autocommit=True) as conn:
+        started = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        result = import_mailbox(conn, account=account, user_id=uuid.UUID(args["user_id"]), timeout_s=120.0)
+        if profiler is not None:
+            profiler.disable()
+        seconds = time.perf_counter() - started
+    if profiler is not None:
+        profiler.dump_stats(args["profile"])
+    after = memory_kb()
+    print(
+        json.dumps(
+            {
+                "fetched": result.fetched,
+                "imported": result.imported,
+                "bytes": result.bytes,
+                "seconds": seconds,
+                "rss_before_kb": before["VmRSS"],
+                "peak_rss_kb": after["VmHWM"],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv)
