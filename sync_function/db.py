@@ -19,7 +19,9 @@ def open_pool(database_url: str, *, max_size: int, name: str) -> ConnectionPool:
         max_size=max_size,
         name=name,
         open=True,
-        timeout=5.0,
+        # Below trigger_auto_sync's default 5 s HTTP timeout: with the database unreachable, pg_cron's
+        # run must record our 503 and its reason, not a timeout of its own.
+        timeout=3.0,
         kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
     )
 
