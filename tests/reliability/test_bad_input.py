@@ -167,7 +167,7 @@ HTTP_CASES: list[tuple[str, str, str, object, dict[str, str], int, str]] = [
         422,
         "control characters",
     ),
-    ("password with NUL", "POST", ACCOUNTS, account(password="p\x00w")  # noqa: S106 (a test value), {}, 422, "control characters"),
+    ("password with NUL", "POST", ACCOUNTS, account(password="p\x00w"), {}, 422, "control characters"),  # noqa: S106
     ("mailbox with CR", "POST", ACCOUNTS, account(mailbox="INBOX\r"), {}, 422, "control characters"),
     ("mailbox 513 chars", "POST", ACCOUNTS, account(mailbox="m" * 513), {}, 422, "mailbox"),
     ("password 1025 chars", "POST", ACCOUNTS, account(password="p" * 1025), {}, 422, "password"),
