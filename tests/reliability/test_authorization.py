@@ -301,6 +301,8 @@ def test_secrets_never_leak(  # type: ignore[no-untyped-def]
                 )
     finally:
         dbsettings.reset(database_url)
+        if "client" in locals():
+            client.close()
         api.send_signal(signal.SIGTERM)
         api.wait(timeout=20)
     secrets_to_find = {
