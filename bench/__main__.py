@@ -123,7 +123,7 @@ def run_cron(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figu
         windows = fanout.fanout(env, interval=sizes.fanout_interval, max_s=sizes.fanout_max_s)
         figures["fanout.users"] = len(users)
         figures["fanout.interval_minutes"] = sizes.fanout_interval
-        figures["fanout.receiver"] = "sync function (FastAPI/uvicorn, real enqueue)"
+        figures["fanout.receiver"] = "sync function (`autosync serve` in its own process, real enqueue)"
         for window in windows:
             key = f"fanout.{window.label}"
             runs = sum(window.run_status.values())

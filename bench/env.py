@@ -2,63 +2,55 @@
 
 Postgres (pg_cron + http) and Dovecot come from `infra.containers` / `infra.dovecot` through
 `infra.docker_local`, labelled with one environment name so that `close()` removes exactly what
-this run created. The sync function is the real ASGI app under uvicorn, wrapped so that every
-`/functions/v1/auto-sync` request is stamped with its arrival time.
+this run created. The sync function is the real `autosync serve` process; it
+stamps each accepted trigger itself (`sync_runs.queued_at`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
-import threading
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import psycopg
 
 from infra import containers, dbsettings, docker_local, migrations
 from infra.dovecot import DovecotConfig, dovecot_container, dovecot_image
-from sync_function.main import create_app
 from tests.fixtures.dovecot import DovecotServer
 from tests.fixtures.postgres import free_port, unique_name
-from tests.fixtures.service import make_settings, run_uvicorn
-
-AUTO_SYNC_PATH = "/functions/v1/auto-sync"
-
-Scope = MutableMapping[str, Any]
-Asgi = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+from tests.fixtures.service import make_settings
 
 
 @dataclass
 class Arrivals:
-    """Wall-clock arrival times (epoch seconds) of auto-sync requests at the function."""
+    """When the function took each auto-sync request (epoch seconds).
 
-    times: list[float] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    Read from `sync_runs.queued_at`, which the function's own transaction stamps when it accepts a
+    trigger: the function runs unmodified in its own process (as deployed), and the measuring
+    process steals it no CPU or GIL time. `_reset_runs` empties the table between windows.
+    """
+
+    database_url: str | None = None
 
     def since(self, start: float) -> list[float]:
-        with self.lock:
-            return [t for t in self.times if t >= start]
+        assert self.database_url is not None, "start_postgres() first"
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute(
+                "SELECT extract(epoch FROM queued_at) FROM public.sync_runs "
+                "WHERE trigger = 'cron' AND queued_at >= to_timestamp(%s)",
+                (start,),
+            ).fetchall()
+        return [float(row[0]) for row in rows]
 
     def clear(self) -> None:
-        with self.lock:
-            self.times.clear()
-
-
-def stamped(app: Asgi, arrivals: Arrivals) -> Asgi:
-    """ASGI middleware: stamp before the app sees the request, so the figure is pg_cron's delay only."""
-
-    async def wrapper(scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] == "http" and scope["path"] == AUTO_SYNC_PATH:
-            now = time.time()
-            with arrivals.lock:
-                arrivals.times.append(now)
-        await app(scope, receive, send)
-
-    return wrapper
+        """Nothing to forget here: the windows reset sync_runs themselves."""
 
 
 class BenchEnv:
@@ -99,6 +91,7 @@ class BenchEnv:
         docker_local.wait_healthy(container)
         migrations.upgrade(config.url)
         self.postgres = config
+        self.arrivals.database_url = config.url
 
     def start_dovecot(self) -> DovecotServer:
         tag = docker_local.ensure_image(self.engine, dovecot_image())
@@ -109,18 +102,45 @@ class BenchEnv:
         return self.dovecot
 
     def start_function(self) -> str:
-        """The real sync function on a free port; pg_cron's trigger is pointed at it."""
+        """The real sync function (`autosync serve`) in its own process; pg_cron's trigger is pointed at it."""
         settings = make_settings(self.database_url)
-        app = create_app(settings)
-        server, thread = run_uvicorn(stamped(app, self.arrivals), free_port())  # type: ignore[arg-type]
+        port = free_port()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": self.database_url,
+            "AUTOSYNC_SERVICE_KEY": settings.service_key.get_secret_value(),
+            "AUTOSYNC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+            "AUTOSYNC_ENCRYPTION_KEY": settings.encryption_key.get_secret_value(),
+            "AUTOSYNC_PORT": str(port),
+            "AUTOSYNC_LOG_LEVEL": "warning",
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sync_function.cli", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
         def stop() -> None:
-            server.should_exit = True
-            thread.join(timeout=10)
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
         self._stack.callback(stop)
-        port = server.config.port
         self.function_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.function_url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the sync function did not become ready")
+            time.sleep(0.2)
         dbsettings.configure(
             self.database_url, function_url=self.function_url, service_key=settings.service_key.get_secret_value()
         )

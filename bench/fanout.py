@@ -2,8 +2,8 @@
 
 Everything goes through the project's SQL: users are scheduled with `schedule_auto_sync`, pg_cron
 runs `trigger_auto_sync`, which POSTs to the real sync function (FastAPI under uvicorn, answering
-202 after it queues the run). The function is wrapped to stamp each request on arrival
-(`bench.env.stamped`), so a delay is measured from the cron slot to the function receiving it.
+202 after it queues the run) in its own process. A delay is measured from the cron slot to the
+`sync_runs.queued_at` the function stamps as it accepts the trigger.
 """
 
 from __future__ import annotations
