@@ -14,6 +14,8 @@ import uuid
 from typing import Any
 
 import procrastinate
+import psycopg
+import psycopg.sql
 import structlog
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
@@ -40,8 +42,19 @@ class BackoffRetry(BaseRetryStrategy):
 
 
 def build_app(settings: Settings) -> procrastinate.App:
+    connector_options: dict[str, Any] = {}
+    if settings.database_role:
+        set_role = psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(settings.database_role))
+
+        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(set_role)
+            await conn.commit()
+
+        connector_options["configure"] = configure
     app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=settings.database_url.get_secret_value())
+        connector=procrastinate.PsycopgConnector(
+            conninfo=settings.database_url.get_secret_value(), **connector_options
+        )
     )
 
     @app.task(
@@ -80,6 +93,7 @@ async def run_worker(
         settings.database_url.get_secret_value(),
         max_size=(concurrency or settings.worker_concurrency) + 1,
         name="autosync-worker",
+        role=settings.database_role,
     )
     try:
         async with app.open_async():

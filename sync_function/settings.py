@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     db_pool_max: int = Field(default=10, ge=1, le=200)
+    # Every connection runs SET ROLE to this (empty: keep the login role). service_role holds exactly
+    # what the service needs (revision 0014), so a superuser URL does not make the service one.
+    database_role: str = Field(default="service_role", max_length=63)
 
     # Queue and retries: attempt n (from 1) waits retry_base_seconds * 2**(n-1) before the next.
     max_attempts: int = Field(default=4, ge=1, le=20)

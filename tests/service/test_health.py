@@ -93,3 +93,21 @@ def test_serve_without_configuration_names_each_variable() -> None:
     ):
         assert expected in result.stderr
     assert "short" not in result.stderr
+
+
+def test_service_connections_work_as_service_role(database_url: str) -> None:
+    from sync_function.db import open_pool
+
+    pool = open_pool(database_url, max_size=1, name="autosync-test", role="service_role")
+    try:
+        with pool.connection() as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("service_role",)
+            # What the owner may do and the service must not: read the key, touch pg_cron, run DDL.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT key FROM autosync_private.service_key")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT jobid FROM cron.job")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("CREATE TABLE public.not_allowed (id int)")
+    finally:
+        pool.close()
