@@ -151,8 +151,12 @@ def test_200_users_saving_at_once(service: Service, database_url: str) -> None:
         def save(user: uuid.UUID) -> int:
             return service_client_post(service, wanted[user], tokens[user])
 
-        with ThreadPoolExecutor(max_workers=40) as pool:
-            statuses = list(pool.map(save, user_ids))
+        try:
+            with ThreadPoolExecutor(max_workers=40) as pool:
+                statuses = list(pool.map(save, user_ids))
+        finally:
+            while _clients:
+                _clients.pop().close()
         assert statuses == [200] * 200
         with psycopg.connect(database_url, autocommit=True) as conn:
             for user in user_ids:
@@ -165,6 +169,7 @@ def test_200_users_saving_at_once(service: Service, database_url: str) -> None:
 
 
 _local = threading.local()
+_clients: list[httpx.Client] = []
 
 
 def service_client_post(service: Service, body: dict[str, object], headers: dict[str, str]) -> int:
@@ -172,4 +177,5 @@ def service_client_post(service: Service, body: dict[str, object], headers: dict
     client = getattr(_local, "client", None)
     if client is None:
         client = _local.client = httpx.Client(base_url=service.url, timeout=60)
+        _clients.append(client)
     return client.post(SAVE, json=body, headers=headers).status_code

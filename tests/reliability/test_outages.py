@@ -200,6 +200,8 @@ def test_database_down_at_trigger_time(  # type: ignore[no-untyped-def]
         finally:
             container.start()
             docker_local.wait_healthy(container, timeout_s=60)
+            # Docker may still report the health of the previous start: wait for a real session.
+            wait_until(lambda: accepts_sessions(own_database), timeout_s=60, what="Postgres back")
         wait_until(lambda: api.client.get("/readyz").status_code == 200, timeout_s=30, what="readyz")
         response = api.client.post(
             "/functions/v1/auto-sync", json={"user_id": str(user)}, headers=api.as_service
@@ -207,6 +209,15 @@ def test_database_down_at_trigger_time(  # type: ignore[no-untyped-def]
         assert response.status_code == 202 and response.json()["queued"] is True
         with psycopg.connect(own_database, autocommit=True) as conn:
             conn.execute("DELETE FROM public.procrastinate_jobs WHERE lock = %s", (f"user:{user}",))
+
+
+def accepts_sessions(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.OperationalError:
+        return False
 
 
 def cron_runs(conn: psycopg.Connection, job_id: int) -> list[tuple[str, str]]:
