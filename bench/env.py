@@ -60,6 +60,7 @@ class BenchEnv:
         self.engine = docker_local.client()
         self.env_name = unique_name("autosync-bench")
         self._stack = contextlib.ExitStack()
+        self._stack.callback(self.engine.close)
         self._stack.callback(docker_local.remove_environment, self.engine, self.env_name)
         self.postgres: containers.PostgresConfig | None = None
         self.dovecot: DovecotServer | None = None

@@ -26,10 +26,13 @@ class HarnessError(RuntimeError):
 
 
 def client() -> docker.DockerClient:
+    engine: docker.DockerClient | None = None
     try:
         engine = docker.from_env(timeout=300)
         engine.ping()
     except Exception as exc:  # docker raises several unrelated types here
+        if engine is not None:
+            engine.close()
         raise HarnessError(
             f"no Docker engine answers ({exc}); run `scripts/ensure-docker` to install and start one"
         ) from exc

@@ -196,7 +196,8 @@ class PulumiBackend:
                 removed.append(f"pulumi stack {name}")
         finally:
             # Whatever a failed destroy left behind still carries the stack's label (its namePrefix).
-            removed += docker_local.remove_environment(docker_local.client(), name)
+            with contextlib.closing(docker_local.client()) as engine:
+                removed += docker_local.remove_environment(engine, name)
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
         return removed

@@ -301,34 +301,35 @@ def up(
         },
     )
 
-    engine = docker_local.client()
-    postgres_tag = docker_local.ensure_image(engine, containers.postgres_image())
-    image = function_specs.sync_function_image(function_build_args())
-    function_tag = docker_local.ensure_image(engine, image)
+    # Closed when done: a leaked client's socket surfaces later as a ResourceWarning somewhere else.
+    with contextlib.closing(docker_local.client()) as engine:
+        postgres_tag = docker_local.ensure_image(engine, containers.postgres_image())
+        image = function_specs.sync_function_image(function_build_args())
+        function_tag = docker_local.ensure_image(engine, image)
 
-    database = _start(engine, containers.postgres_container(postgres), env_name=name, image_tag=postgres_tag)
-    docker_local.wait_healthy(database)
-    revision = migrations.upgrade(postgres.url)
-    dbsettings.configure(postgres.url, function_url=function.url, service_key=function.service_key)
+        database = _start(engine, containers.postgres_container(postgres), env_name=name, image_tag=postgres_tag)
+        docker_local.wait_healthy(database)
+        revision = migrations.upgrade(postgres.url)
+        dbsettings.configure(postgres.url, function_url=function.url, service_key=function.service_key)
 
-    specs = [function_specs.sync_function_container(function, role="serve", image=image)]
-    specs += [
-        function_specs.sync_function_container(function, role="worker", index=index, image=image)
-        for index in range(1, workers + 1)
-    ]
-    wanted = {spec.name for spec in specs}
-    # Workers beyond the requested count (an earlier `up --workers 3`) would keep importing.
-    for container in engine.containers.list(all=True, filters={"label": f"{docker_local.ENV_LABEL}={name}"}):
-        if container.name.startswith(f"{function.name}-worker-") and container.name not in wanted:
-            container.remove(force=True)
-    started = [_start(engine, spec, env_name=name, image_tag=function_tag) for spec in specs]
-    docker_local.wait_healthy(started[0], timeout_s=60)
-    wait_ready(function.url)
-    for container in started[1:]:
-        container.reload()
-        if container.status != "running":
-            logs = container.logs(tail=40).decode(errors="replace")
-            raise docker_local.HarnessError(f"worker {container.name} is {container.status}:\n{logs}")
+        specs = [function_specs.sync_function_container(function, role="serve", image=image)]
+        specs += [
+            function_specs.sync_function_container(function, role="worker", index=index, image=image)
+            for index in range(1, workers + 1)
+        ]
+        wanted = {spec.name for spec in specs}
+        # Workers beyond the requested count (an earlier `up --workers 3`) would keep importing.
+        for container in engine.containers.list(all=True, filters={"label": f"{docker_local.ENV_LABEL}={name}"}):
+            if container.name.startswith(f"{function.name}-worker-") and container.name not in wanted:
+                container.remove(force=True)
+        started = [_start(engine, spec, env_name=name, image_tag=function_tag) for spec in specs]
+        docker_local.wait_healthy(started[0], timeout_s=60)
+        wait_ready(function.url)
+        for container in started[1:]:
+            container.reload()
+            if container.status != "running":
+                logs = container.logs(tail=40).decode(errors="replace")
+                raise docker_local.HarnessError(f"worker {container.name} is {container.status}:\n{logs}")
     return LocalEnv(
         name=name,
         postgres=postgres,
@@ -341,7 +342,8 @@ def up(
 
 def down(name: str = DEFAULT_NAME) -> list[str]:
     """Remove every container and volume of the environment, and its state file."""
-    removed = docker_local.remove_environment(docker_local.client(), name)
+    with contextlib.closing(docker_local.client()) as engine:
+        removed = docker_local.remove_environment(engine, name)
     path = state_file(name)
     if path.exists():
         path.unlink()
@@ -351,10 +353,10 @@ def down(name: str = DEFAULT_NAME) -> list[str]:
 
 def leftovers(name: str) -> list[str]:
     """Containers and volumes still labelled with `name` (empty after `down`)."""
-    engine = docker_local.client()
     selector = {"label": f"{docker_local.ENV_LABEL}={name}"}
-    found = [f"container {c.name}" for c in engine.containers.list(all=True, filters=selector)]
-    found += [f"volume {v.name}" for v in engine.volumes.list(filters=selector)]
+    with contextlib.closing(docker_local.client()) as engine:
+        found = [f"container {c.name}" for c in engine.containers.list(all=True, filters=selector)]
+        found += [f"volume {v.name}" for v in engine.volumes.list(filters=selector)]
     return found
 
 

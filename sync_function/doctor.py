@@ -98,7 +98,7 @@ def find_drift(conn: Connection) -> list[Drift]:
 def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
     """Extensions, schema, settings, key, function reachability, purge job, drift, recent failures."""
     checks: list[Check] = []
-    extensions = dict(
+    extensions: dict[str, str] = dict(
         conn.execute(
             "SELECT extname, extversion FROM pg_extension WHERE extname IN ('pg_cron', 'http')"
         ).fetchall()
@@ -192,7 +192,7 @@ def _reachable(url: str, *, timeout_s: float) -> Check:
 def reconcile(conn: Connection, *, dry_run: bool = False) -> list[Fix]:
     """Make cron.job and auto_sync_jobs match user_settings. Each user is fixed in its own transaction."""
     fixes: list[Fix] = []
-    enabled = dict(
+    enabled: dict[uuid.UUID, int] = dict(
         conn.execute("SELECT user_id, interval_minutes FROM public.user_settings WHERE enabled").fetchall()
     )
     users: dict[uuid.UUID, None] = {}
@@ -204,14 +204,26 @@ def reconcile(conn: Connection, *, dry_run: bool = False) -> list[Fix]:
             strays.append(drift.job_name)
     for user_id in users:
         if user_id in enabled:
-            action, sql, params = (
+            fix = _apply(
+                conn,
                 "schedule",
+                user_id,
+                None,
                 "SELECT public.schedule_auto_sync(%s, %s)",
                 (user_id, enabled[user_id]),
+                dry_run=dry_run,
             )
         else:
-            action, sql, params = "unschedule", "SELECT public.unschedule_auto_sync(%s)", (user_id,)
-        fixes.append(_apply(conn, action, user_id, None, sql, params, dry_run=dry_run))
+            fix = _apply(
+                conn,
+                "unschedule",
+                user_id,
+                None,
+                "SELECT public.unschedule_auto_sync(%s)",
+                (user_id,),
+                dry_run=dry_run,
+            )
+        fixes.append(fix)
     for job_name in strays:  # not named after a user id: nothing can own it
         fixes.append(
             _apply(

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sync_function import errors, metrics
 from sync_function.db import open_pool
 from sync_function.routes import accounts, functions, health, history, settings
+from sync_function.schemas import ErrorBody
 from sync_function.settings import Settings
 
 
@@ -39,6 +40,10 @@ def create_app(config: Settings, *, imap_ssl_context: ssl.SSLContext | None = No
     app.state.settings = config
     app.state.imap_ssl_context = imap_ssl_context
     errors.install(app)
-    for module in (settings, accounts, history, functions, health):
-        app.include_router(module.router)
+    # Every error has the same JSON body; say so in the published document.
+    error = {"model": ErrorBody}
+    documented = {400: error, 401: error, 403: error, 404: error, 422: error, 503: error}
+    for module in (settings, accounts, history, functions):
+        app.include_router(module.router, responses=documented)  # type: ignore[arg-type]
+    app.include_router(health.router)
     return app

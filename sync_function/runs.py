@@ -49,10 +49,12 @@ WHERE id = %(run_id)s AND status IN ('queued', 'running')
 RETURNING user_id
 """
 
-# An attempt still 'running' when a later one starts was cut short (its worker died).
+# An attempt still 'running' when a later one starts was cut short (its worker died or lost the database).
 CLOSE_INTERRUPTED = """
 UPDATE public.sync_run_attempts
-SET status = 'failed', error = 'interrupted: the worker stopped during this attempt', finished_at = now()
+SET status = 'failed',
+    error = 'interrupted: the attempt ended without recording an outcome (worker stopped or lost the database)',
+    finished_at = now()
 WHERE run_id = %(run_id)s AND status = 'running' AND attempt < %(attempt)s
 """
 
