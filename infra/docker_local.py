@@ -62,7 +62,31 @@ def ensure_image(engine: docker.DockerClient, image: ImageSpec) -> str:
     except docker.errors.BuildError as exc:
         tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)[-3000:]
         raise HarnessError(f"building {tag} failed: {exc.msg}\n{tail}") from exc
+    prune_old_images(engine, image.repository, keep=tag)
     return tag
+
+
+def prune_old_images(engine: docker.DockerClient, repository: str, *, keep: str, keep_count: int = 2) -> None:
+    """Remove all but the newest `keep_count` builds of `repository` (always keeping `keep`).
+
+    Every change to an image's files makes a new content-hash tag; without this the cache grows by
+    one image per change. Images still used by a container are left alone.
+    """
+    builds = sorted(
+        (image for image in engine.images.list(name=repository) if image.tags),
+        key=lambda image: image.attrs.get("Created", ""),
+        reverse=True,
+    )
+    kept = 0
+    for image in builds:
+        if keep in image.tags or kept < keep_count:
+            kept += 1
+            continue
+        for old_tag in image.tags:
+            with contextlib.suppress(docker.errors.APIError):
+                engine.images.remove(old_tag)
+    with contextlib.suppress(docker.errors.APIError):
+        engine.images.prune(filters={"dangling": True, "label": "autosync.image"})
 
 
 def run(engine: docker.DockerClient, spec: ContainerSpec, *, env_name: str, image_tag: str) -> Container:
