@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -159,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", type=Path, help="fan-out latency PNG (default: next to --json)")
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--profile", help="write a cProfile of the full import to this file")
+    parser.add_argument(
+        "--fanout-interval",
+        type=int,
+        choices=(5, 10, 15, 20, 30, 60),
+        help="the users' interval in the fan-out (default 5: the busiest minute the schedules allow)",
+    )
     args = parser.parse_args(argv)
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = wanted - set(SECTIONS)
@@ -166,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sections {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     chart = args.chart or (args.json.with_suffix(".png") if args.json else None)
     sizes = QUICK if args.quick else FULL
+    if args.fanout_interval:
+        sizes = dataclasses.replace(sizes, fanout_interval=args.fanout_interval)
     started = time.perf_counter()
     figures: report.Figures = {"mode": "quick" if args.quick else "full", **machine()}
     with BenchEnv() as env:
