@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
-from psycopg import Connection
 from psycopg_pool import ConnectionPool
 
 from sync_function.auth import Unauthorized, bearer_token, is_service_key, user_from_jwt
@@ -26,14 +24,6 @@ def get_pool(request: Request) -> ConnectionPool:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[ConnectionPool, Depends(get_pool)]
-
-
-def get_connection(pool: PoolDep) -> Iterator[Connection]:
-    with pool.connection() as conn:
-        yield conn
-
-
-ConnectionDep = Annotated[Connection, Depends(get_connection)]
 
 
 def current_user(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:

@@ -6,10 +6,9 @@ import uuid
 
 import psycopg
 from fastapi import APIRouter, Request, status
-from fastapi.concurrency import run_in_threadpool
 
 from sync_function import accounts, imap
-from sync_function.deps import ConnectionDep, CurrentUser, SettingsDep
+from sync_function.deps import CurrentUser, PoolDep, SettingsDep
 from sync_function.errors import ApiError
 from sync_function.schemas import (
     EmailAccount,
@@ -38,27 +37,29 @@ def _verify_login(body: NewEmailAccount, *, timeout_s: float, ssl_context: objec
         raise ApiError(400, f"could not verify the account: {exc}") from None
 
 
+# Plain `def` routes run in the threadpool, and each takes its pooled connection inside the route:
+# a connection dependency would hold a threadpool slot while it waits for the pool, and a burst of
+# requests could then leave no slot for the routes that hold the connections.
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EmailAccountCreated)
-async def add_account(
-    body: NewEmailAccount, user_id: CurrentUser, conn: ConnectionDep, settings: SettingsDep, request: Request
+def add_account(
+    body: NewEmailAccount, user_id: CurrentUser, pool: PoolDep, settings: SettingsDep, request: Request
 ) -> EmailAccountCreated:
     """Log in to the IMAP server, then store the account with its password encrypted."""
     ssl_context = getattr(request.app.state, "imap_ssl_context", None)
-    await run_in_threadpool(
-        _verify_login, body, timeout_s=min(settings.imap_timeout_seconds, 15.0), ssl_context=ssl_context
-    )
+    _verify_login(body, timeout_s=min(settings.imap_timeout_seconds, 15.0), ssl_context=ssl_context)
     try:
-        view = accounts.create(
-            conn,
-            user_id=user_id,
-            host=body.host,
-            port=body.port,
-            tls_mode=body.tls_mode,
-            username=body.username,
-            password=body.password,
-            mailbox=body.mailbox,
-            encryption_key=settings.encryption_key.get_secret_value(),
-        )
+        with pool.connection() as conn:
+            view = accounts.create(
+                conn,
+                user_id=user_id,
+                host=body.host,
+                port=body.port,
+                tls_mode=body.tls_mode,
+                username=body.username,
+                password=body.password,
+                mailbox=body.mailbox,
+                encryption_key=settings.encryption_key.get_secret_value(),
+            )
     except psycopg.errors.UniqueViolation:
         raise ApiError(409, "this mailbox is already added") from None
     except psycopg.errors.ForeignKeyViolation:
@@ -67,14 +68,16 @@ async def add_account(
 
 
 @router.get("", response_model=EmailAccountList)
-def list_accounts(user_id: CurrentUser, conn: ConnectionDep) -> EmailAccountList:
-    return EmailAccountList(
-        accounts=[EmailAccount(**vars(v)) for v in accounts.list_for_user(conn, user_id=user_id)]
-    )
+def list_accounts(user_id: CurrentUser, pool: PoolDep) -> EmailAccountList:
+    with pool.connection() as conn:
+        views = accounts.list_for_user(conn, user_id=user_id)
+    return EmailAccountList(accounts=[EmailAccount(**vars(v)) for v in views])
 
 
 @router.delete("/{account_id}", response_model=Success)
-def delete_account(account_id: uuid.UUID, user_id: CurrentUser, conn: ConnectionDep) -> Success:
-    if not accounts.delete(conn, user_id=user_id, account_id=account_id):
+def delete_account(account_id: uuid.UUID, user_id: CurrentUser, pool: PoolDep) -> Success:
+    with pool.connection() as conn:
+        deleted = accounts.delete(conn, user_id=user_id, account_id=account_id)
+    if not deleted:
         raise ApiError(404, "no such email account")
     return Success()

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from sync_function import runs, sync
-from sync_function.deps import ConnectionDep, PoolDep, ServiceCaller, SettingsDep
+from sync_function.deps import PoolDep, ServiceCaller, SettingsDep
 from sync_function.errors import ApiError
 from sync_function.schemas import AutoSyncAccepted, AutoSyncSkipped, ImportCounts, UserRef
 
@@ -22,9 +22,9 @@ router = APIRouter(prefix="/functions/v1", tags=["functions"], dependencies=[Ser
     response_model=AutoSyncAccepted | AutoSyncSkipped,
     responses={200: {"model": AutoSyncSkipped, "description": "auto-sync is off for this user"}},
 )
-def auto_sync(body: UserRef, conn: ConnectionDep, response: Response) -> AutoSyncAccepted | AutoSyncSkipped:
+def auto_sync(body: UserRef, pool: PoolDep, response: Response) -> AutoSyncAccepted | AutoSyncSkipped:
     """Queue one import for the user, unless one is already queued or running. No import work here."""
-    with conn.transaction():
+    with pool.connection() as conn, conn.transaction():
         row = conn.execute(
             """SELECT u.id IS NOT NULL, coalesce(s.enabled, false)
                FROM (SELECT %(user_id)s::uuid AS id) AS q

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 from fastapi import APIRouter
 
-from sync_function.deps import ConnectionDep, CurrentUser
+from sync_function.deps import CurrentUser, PoolDep
 from sync_function.errors import ApiError
 from sync_function.schemas import AutoSyncSettings, LoadAutoSync, SaveAutoSync, Success
 
@@ -22,11 +22,11 @@ ON CONFLICT (user_id) DO UPDATE
 
 
 @router.post("/save-auto-sync", response_model=Success)
-def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, conn: ConnectionDep) -> Success:
+def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, pool: PoolDep) -> Success:
     """Save the user's choice and schedule, move or remove their cron job, atomically."""
     params = {"user_id": user_id, "enabled": body.enabled, "interval": body.interval_minutes}
     try:
-        with conn.transaction():
+        with pool.connection() as conn, conn.transaction():
             # The interval rule lives in SQL, once; its error lists the supported values.
             conn.execute("SELECT public.auto_sync_check_interval(%(interval)s)", params)
             conn.execute(UPSERT, params)
@@ -42,9 +42,10 @@ def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, conn: ConnectionDep
 
 
 @router.get("/load-auto-sync", response_model=LoadAutoSync)
-def load_auto_sync(user_id: CurrentUser, conn: ConnectionDep) -> LoadAutoSync:
-    row = conn.execute(
-        "SELECT enabled, interval_minutes FROM public.user_settings WHERE user_id = %s", (user_id,)
-    ).fetchone()
+def load_auto_sync(user_id: CurrentUser, pool: PoolDep) -> LoadAutoSync:
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT enabled, interval_minutes FROM public.user_settings WHERE user_id = %s", (user_id,)
+        ).fetchone()
     settings = DEFAULTS if row is None else AutoSyncSettings(enabled=row[0], interval_minutes=row[1])
     return LoadAutoSync(settings=settings)

@@ -69,9 +69,9 @@ def test_50_concurrent_saves_for_one_user(service: Service, database_url: str, m
         def save(body: dict[str, object]) -> tuple[int, str]:
             with httpx.Client(base_url=service.url, timeout=60) as client:
                 barrier.wait()
-                # Saves for one user run one at a time, each holding a pooled connection: under load
-                # the tail of the burst can wait longer than the pool's 3 s and get a clean 503
-                # (nothing committed, Retry-After). A client retries those, as this one does.
+                # Saves for one user run one at a time. Should the pool ever be exhausted for longer
+                # than its 3 s wait, the answer is a clean 503 (nothing committed, Retry-After), and
+                # a client retries it, as this one does (tests/service: a burst gets none).
                 for _ in range(30):
                     response = client.post(SAVE, json=body, headers=headers)
                     if response.status_code != 503:

@@ -152,3 +152,30 @@ def test_token_for_unknown_user_is_403(service: Service) -> None:
     )
     assert response.status_code == 403
     assert "does not exist" in response.json()["error"]
+
+
+def test_a_burst_of_saves_is_served_without_503(service: Service, database_url: str) -> None:
+    """50 saves at once for one user: more than the pool's connections and the threadpool's slots.
+
+    Regression: with the connection taken by a dependency, the requests waiting for the pool held
+    every threadpool slot, the routes holding connections could not run, and after the pool's 3 s
+    wait most of the burst got 503.
+    """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    with users(database_url) as (user,):
+        headers = service.as_user(user)
+        barrier = threading.Barrier(50)
+
+        def save(index: int) -> int:
+            with httpx.Client(base_url=service.url, timeout=60) as client:
+                barrier.wait()
+                body = {"enabled": index % 3 != 0, "interval_minutes": (15, 30, 60)[index % 3]}
+                return client.post(SAVE, json=body, headers=headers).status_code
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            statuses = list(pool.map(save, range(50)))
+        assert statuses == [200] * 50
