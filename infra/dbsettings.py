@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import psycopg
 
+from sync_function import doctor
+
 
 def configure(database_url: str, *, function_url: str, service_key: str) -> None:
     """Point pg_cron's trigger at `function_url` and store `service_key`. Idempotent."""
@@ -27,16 +29,7 @@ def reset(database_url: str) -> None:
 def function_url(database_url: str) -> str | None:
     """The function URL that new sessions (and so pg_cron runs) will see."""
     with psycopg.connect(database_url) as connection:
-        row = connection.execute(
-            """
-            SELECT substr(setting, length('app.settings.sync_function_url=') + 1)
-            FROM pg_catalog.pg_db_role_setting AS s
-            JOIN pg_catalog.pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
-                 unnest(s.setconfig) AS setting
-            WHERE d.datname = current_database() AND setting LIKE 'app.settings.sync_function_url=%'
-            """
-        ).fetchone()
-    return None if row is None else str(row[0])
+        return doctor.function_url(connection)
 
 
 def service_key_is_set(database_url: str) -> bool:

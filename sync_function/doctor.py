@@ -115,7 +115,7 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
             f"{revision or 'none'} (this code expects {EXPECTED_REVISION})",
         )
     )
-    url = _function_url(conn)
+    url = function_url(conn)
     checks.append(
         Check(
             "sync_function_url",
@@ -166,7 +166,8 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
     return checks
 
 
-def _function_url(conn: Connection) -> str | None:
+def function_url(conn: Connection) -> str | None:
+    """The function URL that new sessions (and so pg_cron runs) will see: the database setting."""
     row = conn.execute(
         """SELECT substr(setting, length('app.settings.sync_function_url=') + 1)
            FROM pg_db_role_setting AS s JOIN pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
