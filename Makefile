@@ -31,5 +31,5 @@ $(STAMP): pyproject.toml
 	@scripts/ensure-python "$(PYTHON)"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev,infra]'
+	$(VENV)/bin/pip install -q -e '.[dev,infra,harness]'
 	@rm -f $(VENV)/.installed-* && touch $@

@@ -10,11 +10,18 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from alembic import context
-from infra.migrations import sqlalchemy_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def sqlalchemy_url(database_url: str) -> str:
+    """`postgresql://…` → the psycopg 3 dialect URL SQLAlchemy needs."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url[len(prefix) :]
+    raise ValueError("DATABASE_URL must start with postgresql:// (got a URL with another scheme)")
 
 
 def database_url() -> str:

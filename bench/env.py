@@ -1,7 +1,7 @@
 """Stand up what a benchmark needs with the project's own specs, and always take it down again.
 
-Postgres (pg_cron + http) and Dovecot come from `infra.containers` / `infra.dovecot` through
-`infra.docker_local`, labelled with one environment name so that `close()` removes exactly what
+Postgres (pg_cron + http) and Dovecot come from `infra.containers` / `harness.dovecot_spec` through
+`harness.docker_local`, labelled with one environment name so that `close()` removes exactly what
 this run created. The sync function is the real `autosync serve` process; it
 stamps each accepted trigger itself (`sync_runs.queued_at`).
 """
@@ -21,11 +21,12 @@ from typing import Any
 import httpx
 import psycopg
 
-from infra import containers, dbsettings, docker_local, migrations
-from infra.dovecot import DovecotConfig, dovecot_container, dovecot_image
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.postgres import free_port, unique_name
-from tests.fixtures.service import make_settings
+from harness import docker_local
+from harness.dovecot import DovecotServer
+from harness.dovecot_spec import DovecotConfig, dovecot_container, dovecot_image
+from harness.ports import free_port, unique_name
+from harness.service import make_settings
+from infra import containers, dbsettings, migrations
 
 
 @dataclass

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.env import BenchEnv
+from harness import mailgen
 from sync_function.imap import connect
 from sync_function.importer import ImapAccount, import_mailbox
-from tests import mailgen
 
 LITERAL = re.compile(rb"\{(\d+)\}\r\n$")
 REPO_ROOT = Path(__file__).resolve().parent.parent

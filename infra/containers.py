@@ -14,6 +14,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_CONTEXT = REPO_ROOT / "infra" / "images" / "postgres"
 DATA_DIR = "/var/lib/postgresql/data"
+# Every container and volume of an environment carries it, so one selector finds (and removes) them all.
+ENV_LABEL = "autosync.env"
 
 
 @dataclass(frozen=True)

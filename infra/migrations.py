@@ -5,23 +5,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import psycopg
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 
 from alembic import command
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def sqlalchemy_url(database_url: str) -> str:
-    """`postgresql://…` → the psycopg 3 dialect URL SQLAlchemy needs."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix) :]
-    raise ValueError("DATABASE_URL must start with postgresql:// (got a URL with another scheme)")
 
 
 def alembic_config(database_url: str | None = None) -> Config:
@@ -61,9 +51,9 @@ def head() -> str:
 
 
 def current(database_url: str) -> str | None:
-    engine = create_engine(sqlalchemy_url(database_url), poolclass=NullPool)
-    try:
-        with engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
-    finally:
-        engine.dispose()
+    """The database's revision, or None before the first upgrade."""
+    with psycopg.connect(database_url) as connection:
+        if connection.execute("SELECT to_regclass('public.alembic_version')").fetchone() == (None,):
+            return None
+        row = connection.execute("SELECT version_num FROM public.alembic_version").fetchone()
+    return None if row is None else str(row[0])

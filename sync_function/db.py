@@ -9,7 +9,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 # The schema revision this code is written against; /readyz compares it with the database's.
-# tests/service/test_schema_revision.py keeps it equal to Alembic's head.
+# tests/service/test_health.py keeps it equal to Alembic's head.
 EXPECTED_REVISION = "0014"
 
 

@@ -1,6 +1,6 @@
 """Map container specs (`infra/containers.py`, `infra/function_specs.py`) onto pulumi-docker arguments.
 
-The Pulumi side of "one source of truth for containers": `infra/docker_local.py` maps the same
+The Pulumi side of "one source of truth for containers": `harness/docker_local.py` maps the same
 specs onto the Docker engine for the harness. Only the mapping lives here; the components decide
 which resources to declare.
 
@@ -19,8 +19,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_docker as docker
 
-from infra.containers import ContainerSpec, HealthCheck, ImageSpec
-from infra.docker_local import ENV_LABEL
+from infra.containers import ENV_LABEL, ContainerSpec, HealthCheck, ImageSpec
 
 SECRET_PLACEHOLDER = "<set-by-pulumi-secret>"  # noqa: S105 - a marker, never a value
 

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from sync_function import doctor
-from tests.db.helpers import cron_jobs, delete_users, job_rows, new_user
+from tests.support.db import cron_jobs, delete_users, job_rows, new_user
 
 pytestmark = pytest.mark.docker
 

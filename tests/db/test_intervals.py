@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.cron_spec import spacings
+from tests.support.cron_spec import spacings
 
 pytestmark = pytest.mark.docker
 

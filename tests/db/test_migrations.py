@@ -10,7 +10,7 @@ import pytest
 
 from infra import migrations
 from infra.containers import PostgresConfig
-from tests.db.helpers import catalog_snapshot, new_user
+from tests.support.db import catalog_snapshot, new_user
 
 pytestmark = pytest.mark.docker
 

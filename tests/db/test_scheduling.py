@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.db.helpers import as_role, cron_jobs, delete_users, job_rows, new_user
+from tests.support.db import as_role, cron_jobs, delete_users, job_rows, new_user
 
 pytestmark = pytest.mark.docker
 

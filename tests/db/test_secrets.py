@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from harness.http_recorder import Recorder
 from infra import dbsettings
-from tests.db.helpers import as_role, delete_users, new_user
-from tests.fixtures.http_recorder import Recorder
+from tests.support.db import as_role, delete_users, new_user
 
 pytestmark = pytest.mark.docker
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import docker
 import pytest
 
-from infra import docker_local, function_specs, local_env
-from tests.fixtures.postgres import unique_name
-
-# `python -m sync_function.cli` is the `autosync` command without relying on the venv's bin/.
-AUTOSYNC = (sys.executable, "-m", "sync_function.cli")
+from harness import docker_local, local_env
+from harness.ports import unique_name
+from infra import function_specs
 
 
 @pytest.fixture(scope="session")

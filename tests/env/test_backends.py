@@ -8,9 +8,10 @@ import shutil
 import httpx
 import pytest
 
-from infra import ephemeral, local_env, stack_config
+from harness import ephemeral, local_env
+from harness.ports import unique_name
+from infra import stack_config
 from infra.function_specs import PIP_CA_BUILD_ARG
-from tests.fixtures.postgres import unique_name
 
 
 def test_docker_engine_without_the_pulumi_cli() -> None:

@@ -23,9 +23,9 @@ import jwt
 import psycopg
 import pytest
 
-from infra import local_env
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.postgres import unique_name
+from harness import local_env
+from harness.dovecot import DovecotServer
+from harness.ports import unique_name
 
 pytestmark = pytest.mark.docker
 

@@ -12,8 +12,9 @@ import docker
 import httpx
 import pytest
 
-from infra import containers, local_env
-from tests.env.conftest import AUTOSYNC
+from harness import local_env
+from infra import containers
+from tests.support.cli import AUTOSYNC
 
 pytestmark = pytest.mark.docker
 

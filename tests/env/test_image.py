@@ -13,14 +13,15 @@ import pytest
 from cryptography.fernet import Fernet
 from docker.utils import exclude_paths
 
-from infra import containers, docker_local, migrations
+from harness import docker_local
+from harness.ports import free_port, unique_name
+from infra import containers, migrations
 from infra.function_specs import (
     FUNCTION_SOURCES,
     PIP_CA_BUILD_ARG,
     SyncFunctionConfig,
     sync_function_container,
 )
-from tests.fixtures.postgres import free_port, unique_name
 
 pytestmark = pytest.mark.docker
 

@@ -1,4 +1,4 @@
-"""`make up` / `make down` (`autosync env up|down`) and `infra.local_env` on the real Docker engine."""
+"""`make up` / `make down` (`autosync env up|down`) and `harness.local_env` on the real Docker engine."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import httpx
 import psycopg
 import pytest
 
-from infra import containers, dbsettings, docker_local, local_env
-from tests.env.conftest import AUTOSYNC
+from harness import docker_local, local_env
+from harness.ports import free_ports
+from infra import containers, dbsettings
+from tests.support.cli import AUTOSYNC
 
 pytestmark = pytest.mark.docker
 
@@ -31,7 +33,7 @@ def _autosync(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[s
 def test_up_prints_how_to_reach_it_and_down_removes_everything(
     docker_engine: docker.DockerClient, function_image: str, env_name: str
 ) -> None:
-    postgres_port, function_port = local_env.free_ports(2)
+    postgres_port, function_port = free_ports(2)
     ports = ("--postgres-port", str(postgres_port), "--function-port", str(function_port))
     first = _autosync("env", "up", "--name", env_name, *ports)
     assert first.returncode == 0, first.stderr
@@ -104,7 +106,7 @@ def test_exception_after_up_still_removes_everything(function_image: str, env_na
 
 def test_up_failing_half_way_leaves_nothing_after_down(function_image: str, env_name: str) -> None:
     """The function cannot bind its port: `up` fails after Postgres started; `down` still finds it all."""
-    postgres_port, function_port = local_env.free_ports(2)
+    postgres_port, function_port = free_ports(2)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", function_port))
         squatter.listen()

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 
 import psycopg
 import pytest
 
+from harness.dovecot import DovecotServer
 from sync_function.importer import ImapAccount, ImportResult, import_mailbox
-from tests.db.helpers import delete_users, new_user
-from tests.fixtures.dovecot import DovecotServer
-
-
-@dataclass(frozen=True)
-class Mailbox:
-    """A Dovecot user and the account row that imports from its mailbox."""
-
-    user: str
-    password: str
-    user_id: uuid.UUID
-    account: ImapAccount
+from tests.support.db import delete_users, new_user
+from tests.support.mailboxes import Mailbox
 
 
 @pytest.fixture
@@ -80,5 +70,3 @@ def run_import(service_conn: psycopg.Connection, dovecot: DovecotServer) -> Call
     return run
 
 
-def with_password(box: Mailbox, password: str) -> ImapAccount:
-    return replace(box.account, password=password)

@@ -13,6 +13,9 @@ from dataclasses import replace
 import psycopg
 import pytest
 
+from harness import mailgen
+from harness.dovecot import DovecotServer
+from harness.ports import free_port
 from sync_function.imap import (
     ImapAuthError,
     ImapConnectionError,
@@ -22,11 +25,8 @@ from sync_function.imap import (
     connect,
 )
 from sync_function.importer import ImportResult, import_mailbox
-from tests import mailgen
-from tests.db.helpers import delete_users, new_user
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.postgres import free_port
-from tests.imap.conftest import Mailbox, with_password
+from tests.support.db import delete_users, new_user
+from tests.support.mailboxes import Mailbox, with_password
 
 pytestmark = pytest.mark.docker
 Run = Callable[..., ImportResult]

@@ -8,9 +8,9 @@ import docker
 import imapclient
 import pytest
 
-from infra import docker_local
-from infra.dovecot import DovecotConfig, dovecot_container
-from tests.fixtures.postgres import free_port, unique_name
+from harness import docker_local
+from harness.dovecot_spec import DovecotConfig, dovecot_container
+from harness.ports import free_port, unique_name
 
 pytestmark = pytest.mark.docker
 

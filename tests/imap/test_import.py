@@ -12,12 +12,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from harness import mailgen
+from harness.dovecot import DovecotServer
 from sync_function import importer
 from sync_function.importer import ImportResult
 from sync_function.parse import ParsedMessage
-from tests import mailgen
-from tests.fixtures.dovecot import DovecotServer
-from tests.imap.conftest import Mailbox
+from tests.support.mailboxes import Mailbox
 
 pytestmark = pytest.mark.docker
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness import mailgen
 from sync_function.parse import MAX_MESSAGE_ID_CHARS, SNIPPET_CHARS, parse_message
-from tests import mailgen
 
 CORPUS = mailgen.one_of_each(seed=3)
 EXPECTED_DEFECT = {

@@ -7,7 +7,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.db.helpers import as_role, delete_users, new_user
+from tests.support.db import as_role, delete_users, new_user
 
 pytestmark = pytest.mark.docker
 

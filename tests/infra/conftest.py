@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import runpy
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pytest
 
 from infra.containers import REPO_ROOT
-from tests.infra.mocks import ProgramMocks, RecordingMonitor
+from tests.infra.mocks import ProgramMocks, ProgramRun, RecordingMonitor
 
 PROGRAM = REPO_ROOT / "infra" / "__main__.py"
 STACK = "dev"
-
-
-@dataclass
-class ProgramRun:
-    """What one run of infra/__main__.py declared and exported."""
-
-    monitor: RecordingMonitor
-    exports: dict[str, Any]
 
 
 @pytest.fixture

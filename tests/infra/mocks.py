@@ -114,3 +114,11 @@ def resolve(output: Any) -> tuple[Any, bool]:
     """The value of an Output and whether it is secret (outside of an apply; for use after a run)."""
     output = pulumi.Output.from_input(output)
     return _sync_await(output.future()), _sync_await(output.is_secret())
+
+
+@dataclass
+class ProgramRun:
+    """What one run of infra/__main__.py declared and exported."""
+
+    monitor: RecordingMonitor
+    exports: dict[str, Any]

@@ -10,8 +10,7 @@ import pytest
 
 from infra.components.secrets import GeneratedSecret
 from infra.stack_config import StackConfigError
-from tests.infra.conftest import ProgramRun
-from tests.infra.mocks import MOCK_REVISION, resolve
+from tests.infra.mocks import MOCK_REVISION, ProgramRun, resolve
 
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/image:Image"

@@ -21,16 +21,15 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from harness import mailgen
+from harness.dovecot import DovecotServer
+from harness.ports import free_port
+from harness.service import Service, worker_env
 from infra import dbsettings
-from tests import mailgen
-from tests.db.helpers import as_role
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.postgres import free_port
-from tests.fixtures.service import Service
-from tests.reliability.helpers import FAST_RECOVERY, REPO, worker_process
-from tests.service.helpers import users
-from tests.service.test_scale_out import worker_env
-from tests.service.test_worker import add_account, enable, trigger, wait_for_run
+from tests.support.api import add_account, enable, trigger, wait_for_run
+from tests.support.db import as_role
+from tests.support.reliability import FAST_RECOVERY, REPO, worker_process
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

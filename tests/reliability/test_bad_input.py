@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.db.helpers import as_role
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.service import Service
-from tests.service.helpers import users
+from harness.dovecot import DovecotServer
+from harness.service import Service
+from tests.support.db import as_role
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 
@@ -404,8 +404,8 @@ def test_hostile_messages_are_stored_byte_exact_not_refused(
     worker,  # type: ignore[no-untyped-def]
 ) -> None:
     """Mail is input too: for it the right answer is not an error but the bytes kept exactly."""
-    from tests.reliability.helpers import served, stored
-    from tests.service.test_worker import add_account, enable, trigger, wait_for_run
+    from tests.support.api import add_account, enable, trigger, wait_for_run
+    from tests.support.reliability import served, stored
 
     with users(database_url) as (owner,):
         name = add_account(service, owner, dovecot)

@@ -13,12 +13,12 @@ import httpx
 import psycopg
 import pytest
 
-from tests import mailgen
-from tests.db.helpers import cron_jobs, job_rows
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.service import Service, WorkerThread
-from tests.service.helpers import users
-from tests.service.test_worker import add_account, enable, wait_for_run
+from harness import mailgen
+from harness.dovecot import DovecotServer
+from harness.service import Service, WorkerThread
+from tests.support.api import add_account, enable, wait_for_run
+from tests.support.db import cron_jobs, job_rows
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra import docker_local, migrations
+from harness import docker_local, mailgen
+from harness.dovecot import DovecotServer
+from harness.service import Service, make_settings
+from infra import migrations
 from infra.containers import PostgresConfig
-from tests import mailgen
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.service import Service, make_settings
-from tests.reliability.helpers import (
+from tests.support.api import add_account, enable, trigger
+from tests.support.reliability import (
     FAST_RECOVERY,
     WorkerProcess,
     api_for,
@@ -29,8 +30,7 @@ from tests.reliability.helpers import (
     wait_until,
     worker_process,
 )
-from tests.service.helpers import users
-from tests.service.test_worker import add_account, enable, trigger
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

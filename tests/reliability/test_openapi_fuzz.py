@@ -9,9 +9,9 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
-from tests.fixtures.service import Service
-from tests.reliability.helpers import closed_port
-from tests.service.helpers import users
+from harness.service import Service
+from tests.support.reliability import closed_port
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

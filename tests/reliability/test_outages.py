@@ -11,16 +11,16 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from infra import dbsettings, docker_local, migrations
+from harness import docker_local, mailgen
+from harness.dovecot import DovecotServer
+from harness.ports import free_port
+from harness.service import Service, WorkerThread, make_settings, run_uvicorn
+from infra import dbsettings, migrations
 from infra.containers import PostgresConfig
 from sync_function.crypto import encrypt_password
-from tests import mailgen
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.postgres import free_port
-from tests.fixtures.service import Service, WorkerThread, make_settings, run_uvicorn
-from tests.reliability.helpers import SilentServer, api_for, attempts_of, closed_port, wait_until
-from tests.service.helpers import users
-from tests.service.test_worker import enable, trigger, wait_for_run
+from tests.support.api import enable, trigger, wait_for_run
+from tests.support.reliability import SilentServer, api_for, attempts_of, closed_port, wait_until
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

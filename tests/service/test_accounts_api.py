@@ -7,9 +7,9 @@ import uuid
 import psycopg
 import pytest
 
+from harness.service import Service
 from sync_function.crypto import decrypt_password
-from tests.fixtures.service import Service
-from tests.service.helpers import users
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

@@ -11,8 +11,8 @@ import httpx
 import psycopg
 import pytest
 
-from tests.fixtures.service import Service
-from tests.service.helpers import users
+from harness.service import Service
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

@@ -10,10 +10,10 @@ import sys
 import psycopg
 import pytest
 
+from harness.service import Service
 from infra import migrations
 from sync_function.db import EXPECTED_REVISION
-from tests.fixtures.service import Service
-from tests.service.helpers import users
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,25 +10,12 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from sync_function.settings import Settings
-from tests import mailgen
-from tests.fixtures.service import Service
-from tests.service.helpers import users
-from tests.service.test_worker import add_account, enable, trigger, wait_for_run
+from harness import mailgen
+from harness.service import Service, worker_env
+from tests.support.api import add_account, enable, trigger, wait_for_run
+from tests.support.users import users
 
 pytestmark = pytest.mark.docker
-
-
-def worker_env(settings: Settings) -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "AUTOSYNC_SERVICE_KEY": settings.service_key.get_secret_value(),
-        "AUTOSYNC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "AUTOSYNC_ENCRYPTION_KEY": settings.encryption_key.get_secret_value(),
-        "AUTOSYNC_WORKER_CONCURRENCY": "1",
-        "AUTOSYNC_LOG_LEVEL": "warning",
-    }
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import jwt
 import psycopg
 import pytest
 
-from tests.fixtures.service import Service
-from tests.service.helpers import state_of, users
+from harness.service import Service
+from tests.support.users import state_of, users
 
 pytestmark = pytest.mark.docker
 

@@ -16,9 +16,7 @@ import docker
 from docker.errors import ImageNotFound, NotFound
 from docker.models.containers import Container
 
-from infra.containers import ContainerSpec, ImageSpec
-
-ENV_LABEL = "autosync.env"
+from infra.containers import ENV_LABEL, ContainerSpec, ImageSpec
 
 
 class HarnessError(RuntimeError):

@@ -52,10 +52,35 @@ MALFORMED_KINDS: frozenset[str] = frozenset(
 OVERSIZED = "oversized"
 BASE_DATE = datetime(2024, 1, 1, 8, 0, tzinfo=UTC)
 WORDS = (
-    "invoice", "meeting", "report", "budget", "schedule", "travel", "update", "review", "quarterly",
-    "project", "release", "customer", "support", "ticket", "weekly", "summary", "draft", "agenda",
-    "notes", "holiday", "lunch", "deadline", "contract", "proposal", "feedback", "design", "server",
-    "backup", "migration",
+    "invoice",
+    "meeting",
+    "report",
+    "budget",
+    "schedule",
+    "travel",
+    "update",
+    "review",
+    "quarterly",
+    "project",
+    "release",
+    "customer",
+    "support",
+    "ticket",
+    "weekly",
+    "summary",
+    "draft",
+    "agenda",
+    "notes",
+    "holiday",
+    "lunch",
+    "deadline",
+    "contract",
+    "proposal",
+    "feedback",
+    "design",
+    "server",
+    "backup",
+    "migration",
 )
 
 
@@ -90,7 +115,9 @@ def generate(
     count: int, *, seed: int = 0, oversized_index: int | None = None, oversized_bytes: int = 0
 ) -> list[Generated]:
     """`count` messages; if `oversized_index` is given, that one is `oversized_bytes` or larger."""
-    return list(iter_messages(count, seed=seed, oversized_index=oversized_index, oversized_bytes=oversized_bytes))
+    return list(
+        iter_messages(count, seed=seed, oversized_index=oversized_index, oversized_bytes=oversized_bytes)
+    )
 
 
 def iter_messages(
@@ -109,7 +136,9 @@ def iter_messages(
 
 def one_of_each(*, seed: int = 0) -> list[Generated]:
     """Every kind once (the oversized one at 300 KB): the parser's unit-test corpus."""
-    return [message(kind, i, seed=seed, oversized_bytes=300_000) for i, kind in enumerate((*KINDS, OVERSIZED))]
+    return [
+        message(kind, i, seed=seed, oversized_bytes=300_000) for i, kind in enumerate((*KINDS, OVERSIZED))
+    ]
 
 
 def message(kind: str, index: int, *, seed: int = 0, oversized_bytes: int = 0) -> Generated:
@@ -157,7 +186,9 @@ class _Context:
         return f"==b{self.seed}_{self.index}_{self.rng.getrandbits(32):08x}"
 
 
-def _headers(ctx: _Context, subject: str | None, *, message_id: str | None, date: str | None, extra: str = "") -> str:
+def _headers(
+    ctx: _Context, subject: str | None, *, message_id: str | None, date: str | None, extra: str = ""
+) -> str:
     lines = [
         f"From: Sender {ctx.index} <sender{ctx.index % 50}@example.com>",
         f"To: Recipient <rcpt{ctx.index % 7}@example.org>, other@example.org",
@@ -175,7 +206,15 @@ def _headers(ctx: _Context, subject: str | None, *, message_id: str | None, date
     return head + extra
 
 
-def _result(ctx: _Context, kind: str, raw: bytes, *, message_id: str | None, subject: str | None, has_date: bool = True) -> Generated:
+def _result(
+    ctx: _Context,
+    kind: str,
+    raw: bytes,
+    *,
+    message_id: str | None,
+    subject: str | None,
+    has_date: bool = True,
+) -> Generated:
     return Generated(
         index=ctx.index,
         kind=kind,
@@ -270,7 +309,9 @@ def _wrong_charset(ctx: _Context) -> Generated:
     subject = ctx.subject()
     head = _headers(ctx, subject, message_id=ctx.message_id, date=ctx.date)
     body = (ctx.text() + "\r\nCaf\u00e9 cr\u00e8me br\u00fbl\u00e9e\r\n").encode("latin-1")
-    raw = (head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n").encode() + body
+    raw = (
+        head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + body
     return _result(ctx, "wrong_charset", raw, message_id=ctx.message_id, subject=subject)
 
 
@@ -346,7 +387,9 @@ def _html_only(ctx: _Context) -> Generated:
 def _nul_bytes(ctx: _Context) -> Generated:
     subject = ctx.subject()
     head = _headers(ctx, subject, message_id=ctx.message_id, date=ctx.date)
-    raw = (head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + ctx.text() + "\r\nnul\0here\r\n").encode()
+    raw = (
+        head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + ctx.text() + "\r\nnul\0here\r\n"
+    ).encode()
     return _result(ctx, "nul_bytes", raw, message_id=ctx.message_id, subject=subject)
 
 
@@ -355,8 +398,10 @@ def _quoted_printable(ctx: _Context) -> Generated:
     head = _headers(ctx, subject, message_id=ctx.message_id, date=ctx.date)
     text = ctx.text() + "\r\nd=C3=A9j=C3=A0 vu, a soft=\r\n break"
     raw = (
-        head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
-        + text + "\r\n"
+        head
+        + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + text
+        + "\r\n"
     ).encode()
     return _result(ctx, "quoted_printable", raw, message_id=ctx.message_id, subject=subject)
 

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from tests.db.helpers import cron_jobs, delete_users, job_rows, new_user
+from tests.support.db import cron_jobs, delete_users, job_rows, new_user
 
 
 @contextmanager

@@ -6,10 +6,11 @@ Like `containers.py`, nothing here talks to Docker: `docker_local` realises thes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from infra.containers import REPO_ROOT, ContainerSpec, HealthCheck, ImageSpec
+from infra.containers import ContainerSpec, HealthCheck, ImageSpec
 
-DOVECOT_CONTEXT = REPO_ROOT / "infra" / "images" / "dovecot"
+DOVECOT_CONTEXT = Path(__file__).resolve().parent / "images" / "dovecot"
 MAIL_ROOT = "/srv/mail"
 USERS_DIR = "/etc/dovecot/users.d"
 CERT_FILE = "/etc/dovecot/tls/cert.pem"
@@ -43,7 +44,9 @@ class DovecotConfig:
 def check_credentials(user: str, password: str) -> None:
     """Refuse what the passwd-file format cannot hold, before it silently breaks a login."""
     if not user or any(c in user for c in ":/\n\r\0") or user.startswith("."):
-        raise ValueError(f"user name {user!r} must be non-empty, not start with '.', without ':', '/' or newlines")
+        raise ValueError(
+            f"user name {user!r} must be non-empty, not start with '.', without ':', '/' or newlines"
+        )
     if any(c in password for c in ":\n\r\0"):
         raise ValueError(f"the password of {user!r} must not contain ':', NUL or newlines")
 

@@ -19,12 +19,11 @@ import httpx
 import imapclient
 import psycopg
 
+from harness.dovecot import DovecotServer
+from harness.ports import free_port
+from harness.service import Service, run_uvicorn, worker_env
 from sync_function.main import create_app
 from sync_function.settings import Settings
-from tests.fixtures.dovecot import DovecotServer
-from tests.fixtures.postgres import free_port
-from tests.fixtures.service import Service, run_uvicorn
-from tests.service.test_scale_out import worker_env
 
 REPO = Path(__file__).resolve().parents[2]
 

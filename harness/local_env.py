@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import secrets
-import socket
 import ssl
 import time
 from collections.abc import Iterator, Mapping
@@ -27,7 +26,9 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
-from infra import containers, dbsettings, docker_local, function_specs, migrations
+from harness import docker_local
+from harness.ports import free_ports
+from infra import containers, dbsettings, function_specs, migrations
 
 STATE_DIR = containers.REPO_ROOT / ".autosync"
 DEFAULT_NAME = "autosync-dev"
@@ -137,20 +138,6 @@ def _write_state(name: str, values: Mapping[str, str]) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write("".join(f"{key}={value}\n" for key, value in values.items()))
     path.chmod(0o600)  # an older file may have been created with another mode
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback TCP ports that are free right now (for ephemeral environments).
-
-    The sockets stay bound until all are chosen, so the ports differ from each other.
-    """
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
 
 
 def pip_ca_bundle(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -307,7 +294,9 @@ def up(
         image = function_specs.sync_function_image(function_build_args())
         function_tag = docker_local.ensure_image(engine, image)
 
-        database = _start(engine, containers.postgres_container(postgres), env_name=name, image_tag=postgres_tag)
+        database = _start(
+            engine, containers.postgres_container(postgres), env_name=name, image_tag=postgres_tag
+        )
         docker_local.wait_healthy(database)
         revision = migrations.upgrade(postgres.url)
         dbsettings.configure(postgres.url, function_url=function.url, service_key=function.service_key)
@@ -319,7 +308,9 @@ def up(
         ]
         wanted = {spec.name for spec in specs}
         # Workers beyond the requested count (an earlier `up --workers 3`) would keep importing.
-        for container in engine.containers.list(all=True, filters={"label": f"{docker_local.ENV_LABEL}={name}"}):
+        for container in engine.containers.list(
+            all=True, filters={"label": f"{containers.ENV_LABEL}={name}"}
+        ):
             if container.name.startswith(f"{function.name}-worker-") and container.name not in wanted:
                 container.remove(force=True)
         started = [_start(engine, spec, env_name=name, image_tag=function_tag) for spec in specs]
@@ -353,7 +344,7 @@ def down(name: str = DEFAULT_NAME) -> list[str]:
 
 def leftovers(name: str) -> list[str]:
     """Containers and volumes still labelled with `name` (empty after `down`)."""
-    selector = {"label": f"{docker_local.ENV_LABEL}={name}"}
+    selector = {"label": f"{containers.ENV_LABEL}={name}"}
     with contextlib.closing(docker_local.client()) as engine:
         found = [f"container {c.name}" for c in engine.containers.list(all=True, filters=selector)]
         found += [f"volume {v.name}" for v in engine.volumes.list(filters=selector)]

@@ -5,10 +5,10 @@ Two ways to realise the same specs:
 - `PulumiBackend`, where the `pulumi` CLI is installed: the real Pulumi program (`infra/__main__.py`)
   through the Automation API, on a fresh stack in a throw-away local file backend with a passphrase
   secrets provider; the stack is destroyed and removed at the end.
-- `DockerBackend`, everywhere else: `infra.local_env` maps the specs onto the Docker engine.
+- `DockerBackend`, everywhere else: `harness.local_env` maps the specs onto the Docker engine.
 
 `select_backend()` picks one; `run_tests()` is what `autosync env test` runs. The environment's
-coordinates reach the tests as `AUTOSYNC_E2E_*` variables (`infra.local_env.Coordinates`).
+coordinates reach the tests as `AUTOSYNC_E2E_*` variables (`harness.local_env.Coordinates`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from secrets import token_urlsafe
 from types import FrameType
 from typing import Protocol
 
-from infra import containers, docker_local, local_env
+from harness import docker_local, local_env
+from harness.ports import free_ports
+from infra import containers
 
 PULUMI_CLI = "pulumi"
 
@@ -50,13 +52,13 @@ class Backend(Protocol):
 
 @dataclass
 class DockerBackend:
-    """The specs realised directly on the Docker engine (`infra.local_env`), on free ports."""
+    """The specs realised directly on the Docker engine (`harness.local_env`), on free ports."""
 
     workers: int = 1
     kind: str = "docker"
 
     def up(self, name: str) -> local_env.Coordinates:
-        postgres_port, function_port = local_env.free_ports(2)
+        postgres_port, function_port = free_ports(2)
         env = local_env.up(
             name, postgres_port=postgres_port, function_port=function_port, workers=self.workers
         )
@@ -160,7 +162,7 @@ class PulumiBackend:
         )
         stack = auto.create_stack(stack_name=name, work_dir=str(scratch), opts=workspace)
         self._stacks[name] = (stack, scratch)
-        postgres_port, function_port = local_env.free_ports(2)
+        postgres_port, function_port = free_ports(2)
         config = pulumi_stack_config(
             name,
             postgres_port=postgres_port,

@@ -1,0 +1,77 @@
+"""`autosync env`: local and ephemeral environments on the Docker engine (registered as a plugin)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+env_app = typer.Typer(help="Local environments on the Docker engine.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@env_app.command("up")
+def env_up(
+    name: str = typer.Option(
+        "autosync-dev", help="Environment name; every container and volume is labelled with it."
+    ),
+    postgres_port: int = typer.Option(54322, help="Loopback port for Postgres (first start only)."),
+    function_port: int = typer.Option(54321, help="Loopback port for the function's API (first start only)."),
+    workers: int = typer.Option(1, min=0, help="Number of `autosync worker` containers."),
+) -> None:
+    """Start Postgres (pg_cron + http, migrated) and the sync function (serve + workers). Safe to run again."""
+    from harness import docker_local, local_env
+
+    with console.status(f"bringing up {name} (first run builds the images) …"):
+        try:
+            env = local_env.up(
+                name, postgres_port=postgres_port, function_port=function_port, workers=workers
+            )
+        except (docker_local.HarnessError, ValueError) as exc:
+            typer.echo(f"autosync: {exc}", err=True)
+            typer.echo(f"  (whatever started is still there: autosync env down --name {name})", err=True)
+            raise typer.Exit(1) from None
+    state = env.state_file.relative_to(local_env.STATE_DIR.parent)
+    typer.echo(f"environment {env.name} is up (schema at revision {env.revision})")
+    typer.echo(f"  API:           {env.api_url}  (try {env.api_url}/readyz; pg_cron calls it)")
+    typer.echo(f"  workers:       {env.workers}")
+    typer.echo(f"  Postgres:      127.0.0.1:{env.postgres.port}, database {env.postgres.database}")
+    typer.echo(f"  DATABASE_URL:  see {state} (mode 0600: generated password, service key, JWT secret)")
+    typer.echo(f'  psql:          set -a; . {state}; set +a; psql "$DATABASE_URL"')
+    down = f"autosync env down --name {env.name}"
+    typer.echo(
+        f"  take it down:  make down  (or: {down})"
+        if env.name == local_env.DEFAULT_NAME
+        else f"  take it down:  {down}"
+    )
+
+
+@env_app.command("down")
+def env_down(name: str = typer.Option("autosync-dev", help="Environment name.")) -> None:
+    """Remove the environment's containers, volumes and state."""
+    from harness import local_env
+
+    removed = local_env.down(name)
+    typer.echo(f"environment {name} removed ({len(removed)} objects)")
+    for item in removed:
+        typer.echo(f"  {item}")
+
+
+@env_app.command("test", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def env_test(
+    ctx: typer.Context,
+    name: str | None = typer.Option(None, help="Environment name (default: autosync-test-<random>)."),
+) -> None:
+    """Stand up a fresh environment, run `pytest ARGS` against it, then remove it, whatever happens.
+
+    Usage: autosync env test --name NAME -- PYTEST_ARGS…
+
+    The tests get the environment's coordinates as AUTOSYNC_E2E_API_URL, AUTOSYNC_E2E_DATABASE_URL,
+    AUTOSYNC_E2E_SERVICE_KEY and AUTOSYNC_E2E_JWT_SECRET. Uses Pulumi's Automation API where the
+    pulumi CLI is installed, the Docker engine otherwise.
+    """
+    import secrets
+
+    from harness import ephemeral
+
+    code = ephemeral.run_tests(name or f"autosync-test-{secrets.token_hex(4)}", list(ctx.args))
+    raise typer.Exit(code)

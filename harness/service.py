@@ -1,0 +1,132 @@
+"""The sync function in-process: the real ASGI app under uvicorn on loopback, and a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import jwt
+import uvicorn
+from cryptography.fernet import Fernet
+
+from harness.ports import free_port
+from sync_function import queue
+from sync_function.main import create_app
+from sync_function.settings import Settings
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "DATABASE_URL": database_url,
+        "service_key": secrets.token_urlsafe(40),
+        "jwt_secret": secrets.token_urlsafe(64),
+        "encryption_key": Fernet.generate_key().decode(),
+        "retry_base_seconds": 0.5,
+        "max_attempts": 3,
+        "imap_timeout_seconds": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class Service:
+    url: str
+    settings: Settings
+    client: httpx.Client
+
+    def token(self, user_id: uuid.UUID, *, expires_in: int = 300, **claims: object) -> str:
+        payload = {
+            "sub": str(user_id),
+            "exp": int(time.time()) + expires_in,
+            "role": "authenticated",
+            **claims,
+        }
+        return jwt.encode(payload, self.settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+    def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+    @property
+    def as_service(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.service_key.get_secret_value()}"}
+
+
+def run_uvicorn(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")  # type: ignore[arg-type]
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    return server, thread
+
+
+class WorkerThread:
+    """A procrastinate worker in its own thread and event loop, stoppable from the test."""
+
+    def __init__(self, settings: Settings, ssl_context: object, *, concurrency: int = 2) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.error: BaseException | None = None
+
+        def target() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.task = self.loop.create_task(
+                queue.run_worker(settings, concurrency=concurrency, ssl_context=ssl_context)  # type: ignore[arg-type]
+            )
+            try:
+                self.loop.run_until_complete(self.task)
+            except asyncio.CancelledError:
+                pass
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(timeout=30)
+
+
+@contextlib.contextmanager
+def running_service(
+    settings: Settings, *, imap_ssl_context: ssl.SSLContext | None = None
+) -> Iterator[Service]:
+    """The API on a free loopback port until the block ends."""
+    port = free_port()
+    server, thread = run_uvicorn(create_app(settings, imap_ssl_context=imap_ssl_context), port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield Service(url=url, settings=settings, client=client)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of an `autosync worker` process configured like `settings`."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "AUTOSYNC_SERVICE_KEY": settings.service_key.get_secret_value(),
+        "AUTOSYNC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
+        "AUTOSYNC_ENCRYPTION_KEY": settings.encryption_key.get_secret_value(),
+        "AUTOSYNC_WORKER_CONCURRENCY": "1",
+        "AUTOSYNC_LOG_LEVEL": "warning",
+    }
