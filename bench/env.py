@@ -25,7 +25,7 @@ from harness import docker_local
 from harness.dovecot import DovecotServer
 from harness.dovecot_spec import DovecotConfig, dovecot_container, dovecot_image
 from harness.ports import free_port, unique_name
-from harness.service import make_settings
+from harness.service import make_config
 from infra import containers, dbsettings, migrations
 
 
@@ -105,14 +105,14 @@ class BenchEnv:
 
     def start_function(self) -> str:
         """The real sync function (`autosync serve`) in its own process; pg_cron's trigger is pointed at it."""
-        settings = make_settings(self.database_url)
+        config = make_config(self.database_url)
         port = free_port()
         env = {
             "PATH": os.environ.get("PATH", ""),
             "DATABASE_URL": self.database_url,
-            "AUTOSYNC_SERVICE_KEY": settings.service_key.get_secret_value(),
-            "AUTOSYNC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-            "AUTOSYNC_ENCRYPTION_KEY": settings.encryption_key.get_secret_value(),
+            "AUTOSYNC_SERVICE_KEY": config.service_key.get_secret_value(),
+            "AUTOSYNC_JWT_SECRET": config.jwt_secret.get_secret_value(),
+            "AUTOSYNC_ENCRYPTION_KEY": config.encryption_key.get_secret_value(),
             "AUTOSYNC_PORT": str(port),
             "AUTOSYNC_LOG_LEVEL": "warning",
         }
@@ -144,7 +144,7 @@ class BenchEnv:
                 raise RuntimeError("the sync function did not become ready")
             time.sleep(0.2)
         dbsettings.configure(
-            self.database_url, function_url=self.function_url, service_key=settings.service_key.get_secret_value()
+            self.database_url, function_url=self.function_url, service_key=config.service_key.get_secret_value()
         )
         return self.function_url
 
@@ -153,7 +153,7 @@ class BenchEnv:
 
 
 def new_users(conn: psycopg.Connection[Any], count: int, *, enabled: bool = True, interval: int = 5) -> list[uuid.UUID]:
-    """`count` rows in auth.users with auto-sync settings, inserted in one round trip."""
+    """`count` rows in auth.users with auto-sync preferences, inserted in one round trip."""
     ids = [uuid.uuid4() for _ in range(count)]
     with conn.transaction():
         conn.execute(

@@ -20,11 +20,11 @@ from cryptography.fernet import Fernet
 
 from harness.ports import free_port
 from sync_function import queue
+from sync_function.config import Config
 from sync_function.main import create_app
-from sync_function.settings import Settings
 
 
-def make_settings(database_url: str, **overrides: object) -> Settings:
+def make_config(database_url: str, **overrides: object) -> Config:
     values: dict[str, object] = {
         "DATABASE_URL": database_url,
         "service_key": secrets.token_urlsafe(40),
@@ -35,13 +35,13 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "imap_timeout_seconds": 5.0,
     }
     values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Config(**values)  # type: ignore[arg-type]
 
 
 @dataclass
 class Service:
     url: str
-    settings: Settings
+    config: Config
     client: httpx.Client
 
     def token(self, user_id: uuid.UUID, *, expires_in: int = 300, **claims: object) -> str:
@@ -51,14 +51,14 @@ class Service:
             "role": "authenticated",
             **claims,
         }
-        return jwt.encode(payload, self.settings.jwt_secret.get_secret_value(), algorithm="HS256")
+        return jwt.encode(payload, self.config.jwt_secret.get_secret_value(), algorithm="HS256")
 
     def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user_id)}"}
 
     @property
     def as_service(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.settings.service_key.get_secret_value()}"}
+        return {"Authorization": f"Bearer {self.config.service_key.get_secret_value()}"}
 
 
 def run_uvicorn(app: object, port: int) -> tuple[uvicorn.Server, threading.Thread]:
@@ -77,7 +77,7 @@ def run_uvicorn(app: object, port: int) -> tuple[uvicorn.Server, threading.Threa
 class WorkerThread:
     """A procrastinate worker in its own thread and event loop, stoppable from the test."""
 
-    def __init__(self, settings: Settings, ssl_context: object, *, concurrency: int = 2) -> None:
+    def __init__(self, config: Config, ssl_context: object, *, concurrency: int = 2) -> None:
         self.loop = asyncio.new_event_loop()
         self.task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
@@ -85,7 +85,7 @@ class WorkerThread:
         def target() -> None:
             asyncio.set_event_loop(self.loop)
             self.task = self.loop.create_task(
-                queue.run_worker(settings, concurrency=concurrency, ssl_context=ssl_context)  # type: ignore[arg-type]
+                queue.run_worker(config, concurrency=concurrency, ssl_context=ssl_context)  # type: ignore[arg-type]
             )
             try:
                 self.loop.run_until_complete(self.task)
@@ -104,29 +104,27 @@ class WorkerThread:
 
 
 @contextlib.contextmanager
-def running_service(
-    settings: Settings, *, imap_ssl_context: ssl.SSLContext | None = None
-) -> Iterator[Service]:
+def running_service(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None) -> Iterator[Service]:
     """The API on a free loopback port until the block ends."""
     port = free_port()
-    server, thread = run_uvicorn(create_app(settings, imap_ssl_context=imap_ssl_context), port)
+    server, thread = run_uvicorn(create_app(config, imap_ssl_context=imap_ssl_context), port)
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            yield Service(url=url, settings=settings, client=client)
+            yield Service(url=url, config=config, client=client)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment of an `autosync worker` process configured like `settings`."""
+def worker_env(config: Config) -> dict[str, str]:
+    """The environment of an `autosync worker` process configured like `config`."""
     return {
         "PATH": os.environ.get("PATH", ""),
-        "DATABASE_URL": settings.database_url.get_secret_value(),
-        "AUTOSYNC_SERVICE_KEY": settings.service_key.get_secret_value(),
-        "AUTOSYNC_JWT_SECRET": settings.jwt_secret.get_secret_value(),
-        "AUTOSYNC_ENCRYPTION_KEY": settings.encryption_key.get_secret_value(),
+        "DATABASE_URL": config.database_url.get_secret_value(),
+        "AUTOSYNC_SERVICE_KEY": config.service_key.get_secret_value(),
+        "AUTOSYNC_JWT_SECRET": config.jwt_secret.get_secret_value(),
+        "AUTOSYNC_ENCRYPTION_KEY": config.encryption_key.get_secret_value(),
         "AUTOSYNC_WORKER_CONCURRENCY": "1",
         "AUTOSYNC_LOG_LEVEL": "warning",
     }

@@ -26,11 +26,11 @@ def _add_installed_commands() -> None:
         app.add_typer(group, name=entry.name)
 
 
-def _settings():  # type: ignore[no-untyped-def]
-    from sync_function.settings import ConfigError, load_settings
+def _config():  # type: ignore[no-untyped-def]
+    from sync_function.config import ConfigError, load_config
 
     try:
-        return load_settings()
+        return load_config()
     except ConfigError as exc:
         typer.echo(f"autosync: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -47,7 +47,7 @@ def serve(
     from sync_function import logs
     from sync_function.main import create_app
 
-    config = _settings()
+    config = _config()
     logs.configure(config.log_level)
     uvicorn.run(
         create_app(config),
@@ -75,7 +75,7 @@ def worker(
 
     from sync_function import logs, metrics, queue
 
-    config = _settings()
+    config = _config()
     logs.configure(config.log_level)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.REGISTRY)
@@ -139,10 +139,10 @@ def openapi() -> None:
     """Print the OpenAPI document (no configuration or database needed)."""
     import json
 
+    from sync_function.config import Config
     from sync_function.main import create_app
-    from sync_function.settings import Settings
 
-    placeholder = Settings.model_construct()
+    placeholder = Config.model_construct()
     typer.echo(json.dumps(create_app(placeholder).openapi(), indent=2))
 
 

@@ -9,12 +9,12 @@ from fastapi import Depends, Header, Request
 from psycopg_pool import ConnectionPool
 
 from sync_function.auth import Unauthorized, bearer_token, is_service_key, user_from_jwt
-from sync_function.settings import Settings
+from sync_function.config import Config
 
 
-def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def get_config(request: Request) -> Config:
+    config: Config = request.app.state.config
+    return config
 
 
 def get_pool(request: Request) -> ConnectionPool:
@@ -22,18 +22,18 @@ def get_pool(request: Request) -> ConnectionPool:
     return pool
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+ConfigDep = Annotated[Config, Depends(get_config)]
 PoolDep = Annotated[ConnectionPool, Depends(get_pool)]
 
 
-def current_user(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:
+def current_user(config: ConfigDep, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:
     token = bearer_token(authorization)
-    return user_from_jwt(token, secret=settings.jwt_secret.get_secret_value(), audience=settings.jwt_audience)
+    return user_from_jwt(token, secret=config.jwt_secret.get_secret_value(), audience=config.jwt_audience)
 
 
-def require_service(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> None:
+def require_service(config: ConfigDep, authorization: Annotated[str | None, Header()] = None) -> None:
     token = bearer_token(authorization)
-    if not is_service_key(token, service_key=settings.service_key.get_secret_value()):
+    if not is_service_key(token, service_key=config.service_key.get_secret_value()):
         raise Unauthorized("invalid service key")
 
 

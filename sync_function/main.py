@@ -1,4 +1,4 @@
-"""Build the ASGI app. Nothing happens at import time: settings and pools come from create_app."""
+"""Build the ASGI app. Nothing happens at import time: configuration and pools come from create_app."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sync_function import errors, metrics
+from sync_function.config import Config
 from sync_function.db import open_pool
-from sync_function.routes import accounts, functions, health, history, settings
+from sync_function.routes import accounts, auto_sync, functions, health, history
 from sync_function.schemas import ErrorBody
-from sync_function.settings import Settings
 
 
-def create_app(config: Settings, *, imap_ssl_context: ssl.SSLContext | None = None) -> FastAPI:
+def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None) -> FastAPI:
     """The service for `config`. `imap_ssl_context` overrides IMAP certificate checks (tests)."""
 
     @asynccontextmanager
@@ -37,13 +37,13 @@ def create_app(config: Settings, *, imap_ssl_context: ssl.SSLContext | None = No
         "endpoints pg_cron's trigger calls.",
         lifespan=lifespan,
     )
-    app.state.settings = config
+    app.state.config = config
     app.state.imap_ssl_context = imap_ssl_context
     errors.install(app)
     # Every error has the same JSON body; say so in the published document.
     error = {"model": ErrorBody}
     documented = {400: error, 401: error, 403: error, 404: error, 422: error, 503: error}
-    for module in (settings, accounts, history, functions):
+    for module in (auto_sync, accounts, history, functions):
         app.include_router(module.router, responses=documented)  # type: ignore[arg-type]
     app.include_router(health.router)
     return app

@@ -21,8 +21,8 @@ from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from sync_function import runs, sync
+from sync_function.config import Config
 from sync_function.db import open_pool
-from sync_function.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -41,10 +41,10 @@ class BackoffRetry(BaseRetryStrategy):
         return RetryDecision(retry_in={"seconds": self.base_seconds * 2 ** (attempt - 1)})  # type: ignore[typeddict-item]
 
 
-def build_app(settings: Settings) -> procrastinate.App:
+def build_app(config: Config) -> procrastinate.App:
     connector_options: dict[str, Any] = {}
-    if settings.database_role:
-        set_role = psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(settings.database_role))
+    if config.database_role:
+        set_role = psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(config.database_role))
 
         async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
             await conn.execute(set_role)
@@ -53,7 +53,7 @@ def build_app(settings: Settings) -> procrastinate.App:
         connector_options["configure"] = configure
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(
-            conninfo=settings.database_url.get_secret_value(), **connector_options
+            conninfo=config.database_url.get_secret_value(), **connector_options
         )
     )
 
@@ -61,17 +61,17 @@ def build_app(settings: Settings) -> procrastinate.App:
         name=runs.TASK_NAME,
         queue=runs.QUEUE,
         pass_context=True,
-        retry=BackoffRetry(max_attempts=settings.max_attempts, base_seconds=settings.retry_base_seconds),
+        retry=BackoffRetry(max_attempts=config.max_attempts, base_seconds=config.retry_base_seconds),
     )
     def import_user(context: procrastinate.JobContext, run_id: str) -> dict[str, Any]:
         deps = context.additional_context
         attempt = context.job.attempts + 1
         result = sync.run_attempt(
             deps["pool"],
-            settings,
+            config,
             run_id=uuid.UUID(run_id),
             attempt=attempt,
-            final=attempt >= settings.max_attempts,
+            final=attempt >= config.max_attempts,
             ssl_context=deps.get("ssl_context"),
             worker=context.worker_name,
         )
@@ -81,38 +81,38 @@ def build_app(settings: Settings) -> procrastinate.App:
 
 
 async def run_worker(
-    settings: Settings,
+    config: Config,
     *,
     concurrency: int | None = None,
     ssl_context: ssl.SSLContext | None = None,
     name: str | None = None,
 ) -> None:
     """Run a worker until cancelled (SIGINT/SIGTERM stop it gracefully)."""
-    app = build_app(settings)
+    app = build_app(config)
     pool = open_pool(
-        settings.database_url.get_secret_value(),
-        max_size=(concurrency or settings.worker_concurrency) + 1,
+        config.database_url.get_secret_value(),
+        max_size=(concurrency or config.worker_concurrency) + 1,
         name="autosync-worker",
-        role=settings.database_role,
+        role=config.database_role,
     )
     try:
         async with app.open_async():
             rescuer = asyncio.create_task(
                 _retry_stalled_jobs(
-                    app, every_s=settings.stalled_check_seconds, silent_s=settings.heartbeat_seconds * 3
+                    app, every_s=config.stalled_check_seconds, silent_s=config.heartbeat_seconds * 3
                 )
             )
             try:
                 await app.run_worker_async(
                     queues=[runs.QUEUE],
-                    concurrency=concurrency or settings.worker_concurrency,
+                    concurrency=concurrency or config.worker_concurrency,
                     name=name or f"autosync-worker-{socket.gethostname()}-{os.getpid()}",
                     additional_context={"pool": pool, "ssl_context": ssl_context},
                     # Finished jobs are history in sync_runs already; the queue keeps only live work.
                     delete_jobs="successful",
                     fetch_job_polling_interval=1.0,
-                    update_heartbeat_interval=settings.heartbeat_seconds,
-                    stalled_worker_timeout=settings.heartbeat_seconds * 3,
+                    update_heartbeat_interval=config.heartbeat_seconds,
+                    stalled_worker_timeout=config.heartbeat_seconds * 3,
                 )
             finally:
                 rescuer.cancel()
@@ -143,5 +143,5 @@ async def _retry_stalled_jobs(app: procrastinate.App, *, every_s: float, silent_
             log.warning("stalled-job check failed", error=type(exc).__name__)
 
 
-def main(settings: Settings) -> None:
-    asyncio.run(run_worker(settings))
+def main(config: Config) -> None:
+    asyncio.run(run_worker(config))

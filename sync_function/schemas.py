@@ -25,7 +25,7 @@ class SaveAutoSync(Strict):
     )
 
 
-class AutoSyncSettings(BaseModel):
+class AutoSyncPreference(BaseModel):
     enabled: bool
     interval_minutes: int
 
@@ -35,7 +35,7 @@ class Success(BaseModel):
 
 
 class LoadAutoSync(Success):
-    settings: AutoSyncSettings
+    settings: AutoSyncPreference
 
 
 class NewEmailAccount(Strict):

@@ -11,9 +11,9 @@ import structlog
 from psycopg_pool import ConnectionPool
 
 from sync_function import accounts, metrics, notify, runs
+from sync_function.config import Config
 from sync_function.imap import ImapError
 from sync_function.importer import import_mailbox
-from sync_function.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ class AttemptResult:
 
 def run_attempt(
     pool: ConnectionPool,
-    settings: Settings,
+    config: Config,
     *,
     run_id: uuid.UUID,
     attempt: int,
@@ -70,7 +70,7 @@ def run_attempt(
         counts = {"fetched": 0, "imported": 0, "skipped": 0, "duplicates": 0, "bytes": 0}
         try:
             user_accounts = accounts.imap_accounts(
-                conn, user_id=user_id, encryption_key=settings.encryption_key.get_secret_value()
+                conn, user_id=user_id, encryption_key=config.encryption_key.get_secret_value()
             )
         except Exception as exc:  # decryption or database: the whole attempt fails
             user_accounts = []
@@ -81,10 +81,10 @@ def run_attempt(
                     conn,
                     account=account,
                     user_id=user_id,
-                    batch_size=settings.imap_batch_size,
-                    max_message_bytes=settings.max_message_bytes,
+                    batch_size=config.imap_batch_size,
+                    max_message_bytes=config.max_message_bytes,
                     ssl_context=ssl_context,
-                    timeout_s=settings.imap_timeout_seconds,
+                    timeout_s=config.imap_timeout_seconds,
                 )
             except (ImapError, ValueError) as exc:
                 errors.append(f"{account.username}@{account.host}/{account.mailbox}: {exc}")
@@ -121,7 +121,7 @@ def run_attempt(
             **counts,
         )
         if status == "failed":
-            _maybe_alert(conn, settings, user_id=user_id, run_id=run_id, error=error or "")
+            _maybe_alert(conn, config, user_id=user_id, run_id=run_id, error=error or "")
     if error is not None:
         raise ImportFailed(error, retryable=retryable)
     return AttemptResult(
@@ -129,14 +129,14 @@ def run_attempt(
     )
 
 
-def _maybe_alert(conn, settings: Settings, *, user_id: uuid.UUID, run_id: uuid.UUID, error: str) -> None:  # type: ignore[no-untyped-def]
-    if settings.failure_webhook_url is None:
+def _maybe_alert(conn, config: Config, *, user_id: uuid.UUID, run_id: uuid.UUID, error: str) -> None:  # type: ignore[no-untyped-def]
+    if config.failure_webhook_url is None:
         return
     failures = runs.consecutive_failures(conn, user_id=user_id)
     # Once per streak, when it reaches the threshold: operators want a signal, not a flood.
-    if failures == settings.failure_threshold:
+    if failures == config.failure_threshold:
         notify.post_failure_alert(
-            str(settings.failure_webhook_url),
+            str(config.failure_webhook_url),
             user_id=user_id,
             run_id=run_id,
             consecutive_failures=failures,

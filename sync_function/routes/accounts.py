@@ -8,7 +8,7 @@ import psycopg
 from fastapi import APIRouter, Request, status
 
 from sync_function import accounts, imap
-from sync_function.deps import CurrentUser, PoolDep, SettingsDep
+from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
 from sync_function.schemas import (
     EmailAccount,
@@ -42,11 +42,11 @@ def _verify_login(body: NewEmailAccount, *, timeout_s: float, ssl_context: objec
 # requests could then leave no slot for the routes that hold the connections.
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=EmailAccountCreated)
 def add_account(
-    body: NewEmailAccount, user_id: CurrentUser, pool: PoolDep, settings: SettingsDep, request: Request
+    body: NewEmailAccount, user_id: CurrentUser, pool: PoolDep, config: ConfigDep, request: Request
 ) -> EmailAccountCreated:
     """Log in to the IMAP server, then store the account with its password encrypted."""
     ssl_context = getattr(request.app.state, "imap_ssl_context", None)
-    _verify_login(body, timeout_s=min(settings.imap_timeout_seconds, 15.0), ssl_context=ssl_context)
+    _verify_login(body, timeout_s=min(config.imap_timeout_seconds, 15.0), ssl_context=ssl_context)
     try:
         with pool.connection() as conn:
             view = accounts.create(
@@ -58,7 +58,7 @@ def add_account(
                 username=body.username,
                 password=body.password,
                 mailbox=body.mailbox,
-                encryption_key=settings.encryption_key.get_secret_value(),
+                encryption_key=config.encryption_key.get_secret_value(),
             )
     except psycopg.errors.UniqueViolation:
         raise ApiError(409, "this mailbox is already added") from None

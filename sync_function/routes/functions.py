@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from sync_function import runs, sync
-from sync_function.deps import PoolDep, ServiceCaller, SettingsDep
+from sync_function.deps import ConfigDep, PoolDep, ServiceCaller
 from sync_function.errors import ApiError
 from sync_function.schemas import AutoSyncAccepted, AutoSyncSkipped, ImportCounts, UserRef
 
@@ -44,16 +44,14 @@ def auto_sync(body: UserRef, pool: PoolDep, response: Response) -> AutoSyncAccep
 
 
 @router.post("/import-emails", response_model=ImportCounts)
-async def import_emails(
-    body: UserRef, pool: PoolDep, settings: SettingsDep, request: Request
-) -> ImportCounts:
+async def import_emails(body: UserRef, pool: PoolDep, config: ConfigDep, request: Request) -> ImportCounts:
     """Import the user's mail now and return the counts (rate-limited per user)."""
-    run = await run_in_threadpool(_claim_manual_run, pool, settings, body)
+    run = await run_in_threadpool(_claim_manual_run, pool, config, body)
     try:
         result = await run_in_threadpool(
             sync.run_attempt,
             pool,
-            settings,
+            config,
             run_id=run,
             attempt=1,
             final=True,
@@ -73,22 +71,22 @@ async def import_emails(
     )
 
 
-def _claim_manual_run(pool: PoolDep, settings: SettingsDep, body: UserRef):  # type: ignore[no-untyped-def]
+def _claim_manual_run(pool: PoolDep, config: ConfigDep, body: UserRef):  # type: ignore[no-untyped-def]
     with pool.connection() as conn, conn.transaction():
         if conn.execute("SELECT 1 FROM auth.users WHERE id = %s", (body.user_id,)).fetchone() is None:
             raise ApiError(404, "no such user")
         runs.user_lock(conn, body.user_id)
         count, oldest = runs.recent_manual_runs(
-            conn, user_id=body.user_id, window_s=settings.manual_import_window_seconds
+            conn, user_id=body.user_id, window_s=config.manual_import_window_seconds
         )
-        if count >= settings.manual_import_limit:
+        if count >= config.manual_import_limit:
             assert oldest is not None
             elapsed = (datetime.now(UTC) - oldest).total_seconds()
-            retry_after = max(1, math.ceil(settings.manual_import_window_seconds - elapsed))
+            retry_after = max(1, math.ceil(config.manual_import_window_seconds - elapsed))
             raise ApiError(
                 429,
-                f"at most {settings.manual_import_limit} manual imports per "
-                f"{settings.manual_import_window_seconds} s; try again in {retry_after} s",
+                f"at most {config.manual_import_limit} manual imports per "
+                f"{config.manual_import_window_seconds} s; try again in {retry_after} s",
                 headers={"Retry-After": str(retry_after)},
             )
         claimed = runs.request_run(conn, user_id=body.user_id, trigger="manual", enqueue=False)

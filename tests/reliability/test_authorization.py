@@ -48,7 +48,7 @@ USER_ENDPOINTS = [
 
 
 def bad_tokens(service: Service, user: uuid.UUID) -> dict[str, str]:
-    secret = service.settings.jwt_secret.get_secret_value()
+    secret = service.config.jwt_secret.get_secret_value()
     now = int(time.time())
     claims = {"sub": str(user), "exp": now + 300, "role": "authenticated"}
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -64,7 +64,7 @@ def bad_tokens(service: Service, user: uuid.UUID) -> dict[str, str]:
         "RS256": jwt.encode(claims, rsa_key, algorithm="RS256"),
         "ES256": jwt.encode(claims, ec_key, algorithm="ES256"),
         "payload swapped to another user": f"{header}.{jwt.encode({**claims, 'sub': str(uuid.uuid4())}, 'x' * 32, algorithm='HS256').split('.')[1]}.{jwt.encode(claims, secret, algorithm='HS256').split('.')[2]}",
-        "the service key": service.settings.service_key.get_secret_value(),
+        "the service key": service.config.service_key.get_secret_value(),
     }
 
 
@@ -203,7 +203,7 @@ def test_secrets_never_leak(  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
     """The whole flow at debug log level, a failing import included; then search everywhere."""
-    settings = service.settings
+    settings = service.config
     key = settings.service_key.get_secret_value()
     port = free_port()
     api_log = tmp_path / "api.log"

@@ -15,7 +15,7 @@ import pytest
 
 from harness import docker_local, mailgen
 from harness.dovecot import DovecotServer
-from harness.service import Service, make_settings
+from harness.service import Service, make_config
 from infra import migrations
 from infra.containers import PostgresConfig
 from tests.support.api import add_account, enable, trigger
@@ -97,7 +97,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     kills: list[tuple[str, int]] = []  # (how the moment was chosen, messages stored at the kill)
     with users(database_url) as (user,):
         name = mailbox_with_mail(service, user, dovecot, seed=SEED % 1000)
-        worker = WorkerProcess(service.settings, tmp_path / "worker.log", **FAST_RECOVERY, **BATCH)
+        worker = WorkerProcess(service.config, tmp_path / "worker.log", **FAST_RECOVERY, **BATCH)
         worker.start()
         try:
             run_id = trigger(service, user)
@@ -162,7 +162,7 @@ def own_database(fresh_postgres: PostgresConfig) -> str:
 def test_postgres_restart_mid_import(  # type: ignore[no-untyped-def]
     own_database: str, fresh_postgres: PostgresConfig, dovecot: DovecotServer, docker_engine, tmp_path: Path
 ) -> None:
-    settings = make_settings(own_database)
+    settings = make_config(own_database)
     container = docker_engine.containers.get(fresh_postgres.name)  # this test's own container
     with api_for(settings) as api, users(own_database) as (user,):
         name = mailbox_with_mail(api, user, dovecot, seed=SEED % 997)
@@ -202,7 +202,7 @@ def test_imap_server_stops_mid_fetch_then_retry_succeeds(
 ) -> None:
     with users(database_url) as (user,):
         name = mailbox_with_mail(service, user, dovecot, seed=SEED % 991)
-        with worker_process(service.settings, tmp_path / "worker.log", **FAST_RECOVERY, **BATCH) as worker:
+        with worker_process(service.config, tmp_path / "worker.log", **FAST_RECOVERY, **BATCH) as worker:
             run_id = trigger(service, user)
             with psycopg.connect(database_url, autocommit=True) as watch:
                 wait_until(

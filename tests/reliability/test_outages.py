@@ -14,7 +14,7 @@ import pytest
 from harness import docker_local, mailgen
 from harness.dovecot import DovecotServer
 from harness.ports import free_port
-from harness.service import Service, WorkerThread, make_settings, run_uvicorn
+from harness.service import Service, WorkerThread, make_config, run_uvicorn
 from infra import dbsettings, migrations
 from infra.containers import PostgresConfig
 from sync_function.crypto import encrypt_password
@@ -61,7 +61,7 @@ def test_imap_outages_are_failed_runs_with_clear_reasons(
     service: Service, database_url: str, dovecot: DovecotServer, silent_server: SilentServer
 ) -> None:
     """Down, wrong password, TLS on a plain port, an untrusted certificate, a stalled server."""
-    settings = service.settings.model_copy(
+    settings = service.config.model_copy(
         update={"max_attempts": 2, "retry_base_seconds": 0.2, "imap_timeout_seconds": 4.0}
     )
     good_name, good_password = dovecot.new_user()
@@ -163,7 +163,7 @@ def test_database_down_at_trigger_time(  # type: ignore[no-untyped-def]
     own_database: str, fresh_postgres: PostgresConfig, database_url: str, docker_engine
 ) -> None:
     """The function's database is down when pg_cron's trigger arrives: 503 with a reason, cron sees it."""
-    settings = make_settings(own_database)
+    settings = make_config(own_database)
     container = docker_engine.containers.get(fresh_postgres.name)  # this test's own container
     with api_for(settings) as api, users(own_database) as (user,):
         enable(api, user)
@@ -232,7 +232,7 @@ def test_function_down_when_pg_cron_fires(service: Service, database_url: str) -
     """Real pg_cron runs every 2 s: while the function is down they fail visibly; then one works."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    key = service.settings.service_key.get_secret_value()
+    key = service.config.service_key.get_secret_value()
     dbsettings.configure(database_url, function_url=url, service_key=key)
     try:
         with users(database_url) as (user,), psycopg.connect(database_url, autocommit=True) as conn:
@@ -251,7 +251,7 @@ def test_function_down_when_pg_cron_fires(service: Service, database_url: str) -
                 # The function comes up (the same app, on the port pg_cron calls); the next slot works.
                 from sync_function.main import create_app
 
-                server, thread = run_uvicorn(create_app(service.settings), port)
+                server, thread = run_uvicorn(create_app(service.config), port)
                 try:
                     wait_until(
                         lambda: any(s == "succeeded" for s, _ in cron_runs(conn, job_id)),

@@ -46,7 +46,7 @@ def test_add_verifies_login_and_encrypts(service: Service, database_url: str, do
         ((account_id, username, encrypted),) = stored_accounts(database_url, user)
         assert str(account_id) == account["id"] and username == name
         assert password.encode() not in bytes(encrypted)
-        assert decrypt_password(service.settings.encryption_key.get_secret_value(), encrypted) == password
+        assert decrypt_password(service.config.encryption_key.get_secret_value(), encrypted) == password
 
         listed = service.client.get(PATH, headers=service.as_user(user))
         assert listed.status_code == 200

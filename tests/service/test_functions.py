@@ -160,7 +160,7 @@ def test_bad_bodies(service: Service, body: dict[str, object], status: int) -> N
 
 def test_manual_import_is_rate_limited(service: Service, database_url: str) -> None:
     with users(database_url) as (user,):
-        limit = service.settings.manual_import_limit
+        limit = service.config.manual_import_limit
         for _ in range(limit):
             response = service.client.post(IMPORT, json={"user_id": str(user)}, headers=service.as_service)
             assert response.status_code == 200, response.text
@@ -168,6 +168,6 @@ def test_manual_import_is_rate_limited(service: Service, database_url: str) -> N
         response = service.client.post(IMPORT, json={"user_id": str(user)}, headers=service.as_service)
         assert response.status_code == 429
         retry_after = int(response.headers["retry-after"])
-        assert 1 <= retry_after <= service.settings.manual_import_window_seconds
+        assert 1 <= retry_after <= service.config.manual_import_window_seconds
         assert f"try again in {retry_after} s" in response.json()["error"]
         assert len(runs_of(database_url, user)) == limit

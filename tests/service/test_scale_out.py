@@ -23,7 +23,7 @@ def two_workers(service: Service) -> Iterator[list[subprocess.Popen[bytes]]]:
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "sync_function.cli", "worker"],
-            env=worker_env(service.settings),
+            env=worker_env(service.config),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

@@ -102,7 +102,7 @@ def test_malformed_json_is_a_422(service: Service, database_url: str, payload: b
 
 
 def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
-    secret = service.settings.jwt_secret.get_secret_value()
+    secret = service.config.jwt_secret.get_secret_value()
     now = int(time.time())
     return {
         "missing": None,
@@ -115,7 +115,7 @@ def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
         "alg none": "Bearer " + jwt.encode({"sub": str(user), "exp": now + 60}, None, algorithm="none"),  # type: ignore[arg-type]
         "HS512": "Bearer " + jwt.encode({"sub": str(user), "exp": now + 60}, secret, algorithm="HS512"),
         "sub not uuid": "Bearer " + jwt.encode({"sub": "admin", "exp": now + 60}, secret, algorithm="HS256"),
-        "service key": f"Bearer {service.settings.service_key.get_secret_value()}",
+        "service key": f"Bearer {service.config.service_key.get_secret_value()}",
     }
 
 

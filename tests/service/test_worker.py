@@ -58,7 +58,7 @@ def test_failures_are_retried_with_backoff_recorded_and_alerted(
     dovecot,
     http_recorder: Recorder,  # type: ignore[no-untyped-def]
 ) -> None:
-    settings = service.settings.model_copy(
+    settings = service.config.model_copy(
         update={
             "max_attempts": 3,
             "retry_base_seconds": 0.5,
@@ -124,7 +124,7 @@ def test_a_wrong_password_fails_at_once_without_retries(
                     dovecot.host,
                     dovecot.port,
                     name,
-                    encrypt_password(service.settings.encryption_key.get_secret_value(), "not-the-password"),
+                    encrypt_password(service.config.encryption_key.get_secret_value(), "not-the-password"),
                 ),
             )
         enable(service, user)

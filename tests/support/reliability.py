@@ -22,8 +22,8 @@ import psycopg
 from harness.dovecot import DovecotServer
 from harness.ports import free_port
 from harness.service import Service, run_uvicorn, worker_env
+from sync_function.config import Config
 from sync_function.main import create_app
-from sync_function.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ class WorkerProcess:
     Output goes to a file that the secret-leak tests read afterwards.
     """
 
-    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+    def __init__(self, settings: Config, log_path: Path, **env: str) -> None:
         self.env = {**worker_env(settings), "PYTHONUNBUFFERED": "1", **env}
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
@@ -76,7 +76,7 @@ class WorkerProcess:
 
 
 @contextmanager
-def worker_process(settings: Settings, log_path: Path, **env: str) -> Iterator[WorkerProcess]:
+def worker_process(settings: Config, log_path: Path, **env: str) -> Iterator[WorkerProcess]:
     worker = WorkerProcess(settings, log_path, **env)
     worker.start()
     try:
@@ -97,7 +97,7 @@ FAST_RECOVERY = {
 
 
 @contextmanager
-def api_for(settings: Settings, ssl_context: object = None) -> Iterator[Service]:
+def api_for(settings: Config, ssl_context: object = None) -> Iterator[Service]:
     """The real app under uvicorn on a free loopback port, for a database other than the session's."""
     port = free_port()
     server, thread = run_uvicorn(create_app(settings, imap_ssl_context=ssl_context), port)  # type: ignore[arg-type]

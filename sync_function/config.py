@@ -13,7 +13,7 @@ class ConfigError(RuntimeError):
     """The environment does not configure the service correctly; the message lists every problem."""
 
 
-class Settings(BaseSettings):
+class Config(BaseSettings):
     """Every knob of the sync function. Variables are AUTOSYNC_<NAME>, except DATABASE_URL."""
 
     model_config = SettingsConfigDict(env_prefix="AUTOSYNC_", extra="ignore", frozen=True)
@@ -84,14 +84,14 @@ def _describe(error: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-def load_settings() -> Settings:
+def load_config() -> Config:
     """Read and validate the environment; raises ConfigError naming every bad variable."""
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Config()  # type: ignore[call-arg]
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
 
 
 @lru_cache(maxsize=1)
-def cached_settings() -> Settings:
-    return load_settings()
+def cached_config() -> Config:
+    return load_config()

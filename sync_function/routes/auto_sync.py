@@ -1,4 +1,4 @@
-"""Auto-sync settings: saved with the cron job in one transaction."""
+"""A user's auto-sync preference: saved with the cron job in one transaction."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from fastapi import APIRouter
 
 from sync_function.deps import CurrentUser, PoolDep
 from sync_function.errors import ApiError
-from sync_function.schemas import AutoSyncSettings, LoadAutoSync, SaveAutoSync, Success
+from sync_function.schemas import AutoSyncPreference, LoadAutoSync, SaveAutoSync, Success
 
 router = APIRouter(prefix="/api/settings", tags=["settings"])
 
-DEFAULTS = AutoSyncSettings(enabled=False, interval_minutes=60)
+DEFAULTS = AutoSyncPreference(enabled=False, interval_minutes=60)
 
 UPSERT = """
 INSERT INTO public.user_settings AS s (user_id, enabled, interval_minutes)
@@ -47,5 +47,5 @@ def load_auto_sync(user_id: CurrentUser, pool: PoolDep) -> LoadAutoSync:
         row = conn.execute(
             "SELECT enabled, interval_minutes FROM public.user_settings WHERE user_id = %s", (user_id,)
         ).fetchone()
-    settings = DEFAULTS if row is None else AutoSyncSettings(enabled=row[0], interval_minutes=row[1])
+    settings = DEFAULTS if row is None else AutoSyncPreference(enabled=row[0], interval_minutes=row[1])
     return LoadAutoSync(settings=settings)
