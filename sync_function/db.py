@@ -1,38 +1,53 @@
-"""Database access for the service: one psycopg pool, opened and closed with the app or worker."""
+"""Every database connection the service makes is built here, and works as the configured role.
+
+The API's pool, the worker's pool and procrastinate's connector all come from this module
+(`open_pool`, `queue_connector`), and all of them go through `_role_statement`: each new connection
+runs `SET ROLE <Config.database_role>` (default `service_role`, revision 0014) before anything else.
+The service therefore has that role's privileges whatever the login role in DATABASE_URL may do, and
+a login role needs nothing but membership in it. An empty `database_role` keeps the login role's own
+privileges (for a login role that is itself least-privileged).
+
+Not here, by design: `autosync doctor` and `autosync reconcile` (cli.py) connect as the database
+owner, because they read pg_cron's tables and repair schedules, which service_role may not.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
-from psycopg import Connection, sql
+import procrastinate
+from psycopg import AsyncConnection, Connection, sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
+
+from sync_function.config import Config
 
 # The schema revision this code is written against; /readyz compares it with the database's.
 # tests/service/test_health.py keeps it equal to Alembic's head.
 EXPECTED_REVISION = "0014"
 
 
-def role_setter(role: str | None) -> Callable[[Connection], None] | None:
-    """A pool `configure` hook that makes every connection work as `role` (least privilege)."""
-    if not role:
+def _role_statement(config: Config) -> sql.Composed | None:
+    """`SET ROLE` to the configured role, or None when the service keeps the login role."""
+    if not config.database_role:
         return None
-    statement = sql.SQL("SET ROLE {}").format(sql.Identifier(role))
-
-    def configure(conn: Connection) -> None:
-        conn.execute(statement)
-
-    return configure
+    return sql.SQL("SET ROLE {}").format(sql.Identifier(config.database_role))
 
 
-def open_pool(database_url: str, *, max_size: int, name: str, role: str | None = None) -> ConnectionPool:
+def open_pool(config: Config, *, name: str, max_size: int) -> ConnectionPool:
     """A pool that opens lazily: the service starts (and /healthz answers) while Postgres is down.
 
-    With `role`, each connection runs SET ROLE first, so whatever the login role may do, the service
-    only has that role's privileges.
+    Each connection works as `config.database_role` before the pool hands it out; a login role that
+    may not SET ROLE to it gets no connection at all.
     """
+    set_role = _role_statement(config)
+
+    def configure(conn: Connection) -> None:
+        if set_role is not None:
+            conn.execute(set_role)  # autocommit: the role holds for the whole session
+
     return ConnectionPool(
-        database_url,
+        config.database_url.get_secret_value(),
         min_size=1,
         max_size=max_size,
         name=name,
@@ -41,7 +56,25 @@ def open_pool(database_url: str, *, max_size: int, name: str, role: str | None =
         # run must record our 503 and its reason, not a timeout of its own.
         timeout=3.0,
         kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
-        configure=role_setter(role),
+        configure=configure,
+    )
+
+
+def queue_connector(config: Config) -> procrastinate.PsycopgConnector:
+    """procrastinate's connector: its pool and its LISTEN connection both work as `database_role`."""
+    set_role = _role_statement(config)
+
+    async def configure(conn: AsyncConnection[Any]) -> None:
+        if set_role is not None:
+            await conn.execute(set_role)
+            # procrastinate's pooled connections are not autocommit, and the pool only takes a
+            # connection back idle: commit so the role outlives this first transaction.
+            await conn.commit()
+
+    return procrastinate.PsycopgConnector(
+        conninfo=config.database_url.get_secret_value(),
+        configure=configure,
+        kwargs={"application_name": "autosync-queue"},
     )
 
 
@@ -53,4 +86,11 @@ def schema_revision(conn: Connection) -> str | None:
     return None if version is None else str(version[0])
 
 
-__all__ = ["EXPECTED_REVISION", "ConnectionPool", "dict_row", "open_pool", "schema_revision"]
+__all__ = [
+    "EXPECTED_REVISION",
+    "ConnectionPool",
+    "dict_row",
+    "open_pool",
+    "queue_connector",
+    "schema_revision",
+]

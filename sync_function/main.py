@@ -20,9 +20,7 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = open_pool(
-            config.database_url.get_secret_value(), max_size=config.db_pool_max, name="autosync-api"
-        )
+        pool = open_pool(config, name="autosync-api", max_size=config.db_pool_max)
         app.state.pool = pool
         app.state.metrics_registry = metrics.api_registry(pool)
         try:
@@ -33,7 +31,7 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     app = FastAPI(
         title="autosync",
         version="0.1.0",
-        description="Server-side periodic email import: settings, accounts, sync history, and the "
+        description="Server-side periodic email import: auto-sync preferences, accounts, sync history, and the "
         "endpoints pg_cron's trigger calls.",
         lifespan=lifespan,
     )

@@ -14,15 +14,13 @@ import uuid
 from typing import Any
 
 import procrastinate
-import psycopg
-import psycopg.sql
 import structlog
 from procrastinate.jobs import Job
 from procrastinate.retry import BaseRetryStrategy, RetryDecision
 
 from sync_function import runs, sync
 from sync_function.config import Config
-from sync_function.db import open_pool
+from sync_function.db import open_pool, queue_connector
 
 log = structlog.get_logger(__name__)
 
@@ -42,20 +40,7 @@ class BackoffRetry(BaseRetryStrategy):
 
 
 def build_app(config: Config) -> procrastinate.App:
-    connector_options: dict[str, Any] = {}
-    if config.database_role:
-        set_role = psycopg.sql.SQL("SET ROLE {}").format(psycopg.sql.Identifier(config.database_role))
-
-        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(set_role)
-            await conn.commit()
-
-        connector_options["configure"] = configure
-    app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(
-            conninfo=config.database_url.get_secret_value(), **connector_options
-        )
-    )
+    app = procrastinate.App(connector=queue_connector(config))
 
     @app.task(
         name=runs.TASK_NAME,
@@ -89,12 +74,7 @@ async def run_worker(
 ) -> None:
     """Run a worker until cancelled (SIGINT/SIGTERM stop it gracefully)."""
     app = build_app(config)
-    pool = open_pool(
-        config.database_url.get_secret_value(),
-        max_size=(concurrency or config.worker_concurrency) + 1,
-        name="autosync-worker",
-        role=config.database_role,
-    )
+    pool = open_pool(config, name="autosync-worker", max_size=(concurrency or config.worker_concurrency) + 1)
     try:
         async with app.open_async():
             rescuer = asyncio.create_task(

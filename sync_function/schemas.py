@@ -35,6 +35,7 @@ class Success(BaseModel):
 
 
 class LoadAutoSync(Success):
+    # The published field name; it holds the user's auto-sync preference.
     settings: AutoSyncPreference
 
 

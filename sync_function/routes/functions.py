@@ -1,17 +1,17 @@
-"""Endpoints for pg_cron's trigger and for services: authenticated with the service key only."""
+"""Endpoints for pg_cron's trigger and for services: authenticated with the service key only.
+
+What each may start is decided in sync_function.triggers; these routes map its answers to HTTP.
+"""
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
-from sync_function import runs, sync
+from sync_function import sync, triggers
 from sync_function.deps import ConfigDep, PoolDep, ServiceCaller
 from sync_function.errors import ApiError
 from sync_function.schemas import AutoSyncAccepted, AutoSyncSkipped, ImportCounts, UserRef
+from sync_function.users import UnknownUser
 
 router = APIRouter(prefix="/functions/v1", tags=["functions"], dependencies=[ServiceCaller])
 
@@ -24,39 +24,34 @@ router = APIRouter(prefix="/functions/v1", tags=["functions"], dependencies=[Ser
 )
 def auto_sync(body: UserRef, pool: PoolDep, response: Response) -> AutoSyncAccepted | AutoSyncSkipped:
     """Queue one import for the user, unless one is already queued or running. No import work here."""
-    with pool.connection() as conn, conn.transaction():
-        row = conn.execute(
-            """SELECT u.id IS NOT NULL, coalesce(s.enabled, false)
-               FROM (SELECT %(user_id)s::uuid AS id) AS q
-               LEFT JOIN auth.users AS u ON u.id = q.id
-               LEFT JOIN public.user_settings AS s ON s.user_id = q.id""",
-            {"user_id": body.user_id},
-        ).fetchone()
-        assert row is not None
-        exists, enabled = row
-        if not exists:
-            raise ApiError(404, "no such user")
-        if not enabled:
-            response.status_code = status.HTTP_200_OK
-            return AutoSyncSkipped(reason="auto-sync is disabled for this user")
-        request = runs.request_run(conn, user_id=body.user_id, trigger="cron", enqueue=True)
-    return AutoSyncAccepted(run_id=request.run_id, queued=request.created)
-
-
-@router.post("/import-emails", response_model=ImportCounts)
-async def import_emails(body: UserRef, pool: PoolDep, config: ConfigDep, request: Request) -> ImportCounts:
-    """Import the user's mail now and return the counts (rate-limited per user)."""
-    run = await run_in_threadpool(_claim_manual_run, pool, config, body)
     try:
-        result = await run_in_threadpool(
-            sync.run_attempt,
+        with pool.connection() as conn:
+            queued = triggers.queue_cron_run(conn, user_id=body.user_id)
+    except UnknownUser:
+        raise ApiError(404, "no such user") from None
+    if queued is None:
+        response.status_code = status.HTTP_200_OK
+        return AutoSyncSkipped(reason="auto-sync is disabled for this user")
+    return AutoSyncAccepted(run_id=queued.run_id, queued=queued.created)
+
+
+# A plain `def`: the import blocks on IMAP and Postgres, so FastAPI runs it in the threadpool.
+@router.post("/import-emails", response_model=ImportCounts)
+def import_emails(body: UserRef, pool: PoolDep, config: ConfigDep, request: Request) -> ImportCounts:
+    """Import the user's mail now and return the counts (rate-limited per user)."""
+    try:
+        result = triggers.import_now(
             pool,
             config,
-            run_id=run,
-            attempt=1,
-            final=True,
+            user_id=body.user_id,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
         )
+    except UnknownUser:
+        raise ApiError(404, "no such user") from None
+    except triggers.RateLimited as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
+    except triggers.AlreadyRunning as exc:
+        raise ApiError(409, str(exc)) from None
     except sync.ImportFailed as exc:
         raise ApiError(502, f"import failed: {exc}") from None
     return ImportCounts(
@@ -69,29 +64,3 @@ async def import_emails(body: UserRef, pool: PoolDep, config: ConfigDep, request
         bytes=result.bytes,
         seconds=round(result.seconds, 3),
     )
-
-
-def _claim_manual_run(pool: PoolDep, config: ConfigDep, body: UserRef):  # type: ignore[no-untyped-def]
-    with pool.connection() as conn, conn.transaction():
-        if conn.execute("SELECT 1 FROM auth.users WHERE id = %s", (body.user_id,)).fetchone() is None:
-            raise ApiError(404, "no such user")
-        runs.user_lock(conn, body.user_id)
-        count, oldest = runs.recent_manual_runs(
-            conn, user_id=body.user_id, window_s=config.manual_import_window_seconds
-        )
-        if count >= config.manual_import_limit:
-            assert oldest is not None
-            elapsed = (datetime.now(UTC) - oldest).total_seconds()
-            retry_after = max(1, math.ceil(config.manual_import_window_seconds - elapsed))
-            raise ApiError(
-                429,
-                f"at most {config.manual_import_limit} manual imports per "
-                f"{config.manual_import_window_seconds} s; try again in {retry_after} s",
-                headers={"Retry-After": str(retry_after)},
-            )
-        claimed = runs.request_run(conn, user_id=body.user_id, trigger="manual", enqueue=False)
-        if not claimed.created:
-            raise ApiError(
-                409, f"an import for this user is already queued or running (run {claimed.run_id})"
-            )
-        return claimed.run_id

@@ -237,7 +237,7 @@ def test_secrets_never_leak(  # type: ignore[no-untyped-def]
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
-        api_service = Service(url=url, settings=settings, client=client)
+        api_service = Service(url=url, config=settings, client=client)
         dbsettings.configure(database_url, function_url=url, service_key=key)
         with (
             users(database_url, 2) as (good, bad),

@@ -96,9 +96,10 @@ def test_serve_without_configuration_names_each_variable() -> None:
 
 
 def test_service_connections_work_as_service_role(database_url: str) -> None:
+    from harness.service import make_config
     from sync_function.db import open_pool
 
-    pool = open_pool(database_url, max_size=1, name="autosync-test", role="service_role")
+    pool = open_pool(make_config(database_url), name="autosync-test", max_size=1)
     try:
         with pool.connection() as conn:
             assert conn.execute("SELECT current_user").fetchone() == ("service_role",)
