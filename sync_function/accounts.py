@@ -1,16 +1,25 @@
-"""Email accounts: stored with the password encrypted, listed without secrets."""
+"""Email accounts: verified by logging in, stored with the password encrypted, listed without secrets."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from psycopg import Connection
 from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
 
+from sync_function import imap
 from sync_function.crypto import decrypt_password, encrypt_password
 from sync_function.importer import ImapAccount
+from sync_function.users import UnknownUser
+
+# Adding an account waits on the user's IMAP server while the user waits on the page: cap it below
+# the import timeout.
+VERIFY_TIMEOUT_S = 15.0
 
 INSERT = """
 INSERT INTO public.email_accounts (user_id, host, port, tls_mode, username, password_encrypted, mailbox)
@@ -29,6 +38,14 @@ FROM public.email_accounts WHERE user_id = %(user_id)s ORDER BY created_at, id
 """
 
 DELETE = "DELETE FROM public.email_accounts WHERE id = %(id)s AND user_id = %(user_id)s"
+
+
+class LoginFailed(ValueError):
+    """The IMAP server did not accept the account (unreachable, TLS, credentials, no such mailbox)."""
+
+
+class DuplicateAccount(ValueError):
+    """The user already has this mailbox."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,57 @@ def create(
         ).fetchone()
     assert row is not None
     return AccountView(**row)
+
+
+def verify_login(account: ImapAccount, *, timeout_s: float, ssl_context: ssl.SSLContext | None) -> None:
+    """Log in and STATUS the mailbox; raises LoginFailed with the server's reason in words."""
+    try:
+        with imap.connect(
+            host=account.host,
+            port=account.port,
+            tls_mode=account.tls_mode,
+            username=account.username,
+            password=account.password,
+            timeout_s=min(timeout_s, VERIFY_TIMEOUT_S),
+            ssl_context=ssl_context,
+        ) as session:
+            session.status(account.mailbox)
+    except imap.ImapError as exc:
+        raise LoginFailed(f"could not verify the account: {exc}") from None
+
+
+def add(
+    pool: ConnectionPool,
+    *,
+    user_id: uuid.UUID,
+    account: ImapAccount,
+    encryption_key: str,
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None,
+) -> AccountView:
+    """Verify the login first, then store the account: nothing is stored for an account that fails.
+
+    The login is checked before a pooled connection is taken: a slow IMAP server must not hold a
+    database connection. Raises LoginFailed, DuplicateAccount or UnknownUser.
+    """
+    verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+    try:
+        with pool.connection() as conn:
+            return create(
+                conn,
+                user_id=user_id,
+                host=account.host,
+                port=account.port,
+                tls_mode=account.tls_mode,
+                username=account.username,
+                password=account.password,
+                mailbox=account.mailbox,
+                encryption_key=encryption_key,
+            )
+    except psycopg.errors.UniqueViolation:
+        raise DuplicateAccount("this mailbox is already added") from None
+    except psycopg.errors.ForeignKeyViolation:
+        raise UnknownUser(user_id) from None
 
 
 def list_for_user(conn: Connection, *, user_id: uuid.UUID) -> list[AccountView]:

@@ -1,15 +1,15 @@
-"""Email accounts: the login is verified before anything is stored."""
+"""Email accounts: the login is verified before anything is stored (sync_function.accounts)."""
 
 from __future__ import annotations
 
 import uuid
 
-import psycopg
 from fastapi import APIRouter, Request, status
 
-from sync_function import accounts, imap
+from sync_function import accounts
 from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
+from sync_function.importer import ImapAccount
 from sync_function.schemas import (
     EmailAccount,
     EmailAccountCreated,
@@ -17,24 +17,9 @@ from sync_function.schemas import (
     NewEmailAccount,
     Success,
 )
+from sync_function.users import UnknownUser
 
 router = APIRouter(prefix="/api/email-accounts", tags=["email accounts"])
-
-
-def _verify_login(body: NewEmailAccount, *, timeout_s: float, ssl_context: object) -> None:
-    try:
-        with imap.connect(
-            host=body.host,
-            port=body.port,
-            tls_mode=body.tls_mode,
-            username=body.username,
-            password=body.password,
-            timeout_s=timeout_s,
-            ssl_context=ssl_context,  # type: ignore[arg-type]
-        ) as session:
-            session.status(body.mailbox)
-    except imap.ImapError as exc:
-        raise ApiError(400, f"could not verify the account: {exc}") from None
 
 
 # Plain `def` routes run in the threadpool, and each takes its pooled connection inside the route:
@@ -45,24 +30,29 @@ def add_account(
     body: NewEmailAccount, user_id: CurrentUser, pool: PoolDep, config: ConfigDep, request: Request
 ) -> EmailAccountCreated:
     """Log in to the IMAP server, then store the account with its password encrypted."""
-    ssl_context = getattr(request.app.state, "imap_ssl_context", None)
-    _verify_login(body, timeout_s=min(config.imap_timeout_seconds, 15.0), ssl_context=ssl_context)
+    account = ImapAccount(
+        account_id=uuid.uuid4(),  # a placeholder: the database assigns the stored account's id
+        host=body.host,
+        port=body.port,
+        tls_mode=body.tls_mode,
+        username=body.username,
+        password=body.password,
+        mailbox=body.mailbox,
+    )
     try:
-        with pool.connection() as conn:
-            view = accounts.create(
-                conn,
-                user_id=user_id,
-                host=body.host,
-                port=body.port,
-                tls_mode=body.tls_mode,
-                username=body.username,
-                password=body.password,
-                mailbox=body.mailbox,
-                encryption_key=config.encryption_key.get_secret_value(),
-            )
-    except psycopg.errors.UniqueViolation:
-        raise ApiError(409, "this mailbox is already added") from None
-    except psycopg.errors.ForeignKeyViolation:
+        view = accounts.add(
+            pool,
+            user_id=user_id,
+            account=account,
+            encryption_key=config.encryption_key.get_secret_value(),
+            timeout_s=config.imap_timeout_seconds,
+            ssl_context=getattr(request.app.state, "imap_ssl_context", None),
+        )
+    except accounts.LoginFailed as exc:
+        raise ApiError(400, str(exc)) from None
+    except accounts.DuplicateAccount as exc:
+        raise ApiError(409, str(exc)) from None
+    except UnknownUser:
         raise ApiError(403, "the token's user does not exist") from None
     return EmailAccountCreated(account=EmailAccount(**vars(view)))
 
