@@ -8,6 +8,9 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_function.imap import DEFAULT_TIMEOUT_S
+from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
+
 
 class ConfigError(RuntimeError):
     """The environment does not configure the service correctly; the message lists every problem."""
@@ -48,9 +51,10 @@ class Config(BaseSettings):
     manual_import_limit: int = Field(default=3, ge=1, le=1000)
     manual_import_window_seconds: int = Field(default=60, ge=1, le=86400)
 
-    imap_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    imap_batch_size: int = Field(default=200, ge=1, le=5000)
-    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # The import's defaults have one home, the modules that use them (also when called without Config).
+    imap_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600)
+    imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
+    max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
 
     @field_validator("database_url")
     @classmethod

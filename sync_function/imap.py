@@ -22,6 +22,7 @@ from imapclient.exceptions import LoginError
 
 TlsMode = Literal["tls", "starttls", "plain"]
 TLS_MODES: tuple[TlsMode, ...] = ("tls", "starttls", "plain")
+# Seconds any one socket operation may wait; the one default (sync_function.config refers to it).
 DEFAULT_TIMEOUT_S = 30.0
 # UIDs per command line; Dovecot's default line limit (64 KiB) holds far more, other servers less.
 MAX_UIDS_PER_COMMAND = 1000

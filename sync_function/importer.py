@@ -28,24 +28,62 @@ Deletions on the server are not mirrored: an import only adds.
 
 from __future__ import annotations
 
+import operator
 import ssl
 import time
 from collections.abc import Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 
-from sync_function.imap import TLS_MODES, FetchedMessage, ImapSession, TlsMode, connect
+from sync_function.imap import DEFAULT_TIMEOUT_S, TLS_MODES, FetchedMessage, ImapSession, TlsMode, connect
 from sync_function.parse import parse_message
 
+# The defaults live here; sync_function.config refers to them.
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 TOO_LARGE = "too_large"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One row of `public.messages` as an import writes it (`id` and `imported_at` are the database's).
+
+    This class is the only definition of that row: the field order is the column order of every
+    statement below, and each field's `pg_type` is its column's type, which binary COPY needs (it
+    sends typed values). tests/imap/test_schema.py checks both against the migrated table.
+    """
+
+    user_id: UUID = field(metadata={"pg_type": "uuid"})
+    account_id: UUID = field(metadata={"pg_type": "uuid"})
+    mailbox: str = field(metadata={"pg_type": "text"})
+    uidvalidity: int = field(metadata={"pg_type": "bigint"})
+    uid: int = field(metadata={"pg_type": "bigint"})
+    sha256: bytes | None = field(metadata={"pg_type": "bytea"})
+    message_id: str | None = field(metadata={"pg_type": "text"})
+    from_addr: str | None = field(metadata={"pg_type": "text"})
+    to_addrs: str | None = field(metadata={"pg_type": "text"})
+    cc_addrs: str | None = field(metadata={"pg_type": "text"})
+    subject: str | None = field(metadata={"pg_type": "text"})
+    sent_at: datetime | None = field(metadata={"pg_type": "timestamptz"})
+    body_text: str | None = field(metadata={"pg_type": "text"})
+    snippet: str | None = field(metadata={"pg_type": "text"})
+    size: int = field(metadata={"pg_type": "integer"})
+    defects: list[str] = field(metadata={"pg_type": "text[]"})
+    skipped_reason: str | None = field(metadata={"pg_type": "text"})
+    raw: bytes | None = field(metadata={"pg_type": "bytea"})
+
+
+MESSAGE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(StoredMessage))
+MESSAGE_TYPES: tuple[str, ...] = tuple(f.metadata["pg_type"] for f in fields(StoredMessage))
+# StoredMessage -> tuple of its values in column order (what COPY writes), without copying values.
+_as_row = operator.attrgetter(*MESSAGE_COLUMNS)
 
 READ_STATE = """
 SELECT a.user_id, s.uidvalidity, s.last_uid, s.uidnext
@@ -71,79 +109,47 @@ SELECT coalesce(max(uid), 0) FROM public.messages
 WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s AND uidvalidity = %(uidvalidity)s
 """
 
+# The statements that write StoredMessage rows, built once from it. Print one with
+# `importer.INSERT_ONE.as_string()` to read it as plain SQL.
+_COLUMNS = sql.SQL(", ").join(sql.Identifier(name) for name in MESSAGE_COLUMNS)
+
 # Straight into messages: used while no stored row can collide with the batch (the usual case).
-COPY_MESSAGES = """
-COPY public.messages (
-    user_id, account_id, mailbox, uidvalidity, uid, sha256, message_id, from_addr, to_addrs, cc_addrs,
-    subject, sent_at, body_text, snippet, size, defects, skipped_reason, raw
-) FROM STDIN (FORMAT BINARY)
-"""
-
-CREATE_BATCH_TABLE = """
-CREATE TEMPORARY TABLE IF NOT EXISTS autosync_import_batch (
-    uid bigint NOT NULL,
-    sha256 bytea,
-    message_id text,
-    from_addr text,
-    to_addrs text,
-    cc_addrs text,
-    subject text,
-    sent_at timestamptz,
-    body_text text,
-    snippet text,
-    size integer NOT NULL,
-    defects text[] NOT NULL,
-    skipped_reason text,
-    raw bytea
-) ON COMMIT DELETE ROWS
-"""
-
-COPY_BATCH = """
-COPY autosync_import_batch (
-    uid, sha256, message_id, from_addr, to_addrs, cc_addrs, subject, sent_at, body_text, snippet,
-    size, defects, skipped_reason, raw
-) FROM STDIN (FORMAT BINARY)
-"""
-BATCH_TYPES = (
-    "bigint", "bytea", "text", "text", "text", "text", "text", "timestamptz", "text", "text",
-    "integer", "text[]", "text", "bytea",
+COPY_MESSAGES = sql.SQL("COPY public.messages ({columns}) FROM STDIN (FORMAT BINARY)").format(
+    columns=_COLUMNS
 )
-MESSAGE_TYPES = ("uuid", "uuid", "text", "bigint", *BATCH_TYPES)
 
-INSERT_BATCH = """
-WITH inserted AS (
-    INSERT INTO public.messages (
-        user_id, account_id, mailbox, uidvalidity, uid, sha256, message_id, from_addr, to_addrs,
-        cc_addrs, subject, sent_at, body_text, snippet, size, defects, skipped_reason, raw
+# Otherwise a batch goes through a temporary table of the same row shape, then INSERT ... SELECT.
+CREATE_BATCH_TABLE = sql.SQL(
+    "CREATE TEMPORARY TABLE IF NOT EXISTS autosync_import_batch ({columns}) ON COMMIT DELETE ROWS"
+).format(
+    columns=sql.SQL(", ").join(
+        sql.SQL("{name} {type}").format(name=sql.Identifier(name), type=sql.SQL(pg_type))
+        for name, pg_type in zip(MESSAGE_COLUMNS, MESSAGE_TYPES, strict=True)
     )
-    SELECT %(user_id)s, %(account_id)s, %(mailbox)s, %(uidvalidity)s, b.uid, b.sha256, b.message_id,
-           b.from_addr, b.to_addrs, b.cc_addrs, b.subject, b.sent_at, b.body_text, b.snippet, b.size,
-           b.defects, b.skipped_reason, b.raw
-    FROM autosync_import_batch AS b
-    ORDER BY b.uid
+)
+
+COPY_BATCH = sql.SQL("COPY autosync_import_batch ({columns}) FROM STDIN (FORMAT BINARY)").format(
+    columns=_COLUMNS
+)
+
+INSERT_BATCH = sql.SQL("""
+WITH inserted AS (
+    INSERT INTO public.messages ({columns})
+    SELECT {columns} FROM autosync_import_batch
+    ORDER BY uid
     ON CONFLICT (account_id, mailbox, uidvalidity, uid) DO NOTHING
     RETURNING skipped_reason
 )
 SELECT count(*) FILTER (WHERE skipped_reason IS NULL), count(*) FILTER (WHERE skipped_reason IS NOT NULL)
 FROM inserted
-"""
+""").format(columns=_COLUMNS)
 
-INSERT_ONE = """
-INSERT INTO public.messages (
-    user_id, account_id, mailbox, uidvalidity, uid, sha256, message_id, from_addr, to_addrs, cc_addrs,
-    subject, sent_at, body_text, snippet, size, defects, skipped_reason, raw
-) VALUES (
-    %(user_id)s, %(account_id)s, %(mailbox)s, %(uidvalidity)s, %(uid)s, %(sha256)s, %(message_id)s,
-    %(from_addr)s, %(to_addrs)s, %(cc_addrs)s, %(subject)s, %(sent_at)s, %(body_text)s, %(snippet)s,
-    %(size)s, %(defects)s, %(skipped_reason)s, %(raw)s
-)
+INSERT_ONE = sql.SQL("""
+INSERT INTO public.messages ({columns})
+VALUES ({values})
 ON CONFLICT (account_id, mailbox, uidvalidity, uid) DO NOTHING
 RETURNING skipped_reason
-"""
-ROW_COLUMNS = (
-    "uid", "sha256", "message_id", "from_addr", "to_addrs", "cc_addrs", "subject", "sent_at", "body_text",
-    "snippet", "size", "defects", "skipped_reason", "raw",
-)
+""").format(columns=_COLUMNS, values=sql.SQL(", ").join(sql.Placeholder(name) for name in MESSAGE_COLUMNS))
 
 ADVANCE_CHECKPOINT = """
 UPDATE public.mailbox_state
@@ -220,7 +226,7 @@ def import_mailbox(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ssl_context: ssl.SSLContext | None = None,
-    timeout_s: float = 60.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> ImportResult:
     """Import what is new in `account.mailbox` (see the module docstring for the guarantees).
 
@@ -281,14 +287,20 @@ def import_mailbox(
         params["uidvalidity"] = uidvalidity
 
         new_uids = session.search_uids(min_uid=last_uid + 1)
-        large = set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes)) if new_uids else set()
+        large = (
+            set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes))
+            if new_uids
+            else set()
+        )
         large_sizes = session.fetch_sizes(sorted(large)) if large else {}
         with conn.transaction():
             conn.execute(CREATE_BATCH_TABLE)
             row = conn.execute(MAX_STORED_UID, params).fetchone()
         # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
         # concurrent import: then every batch takes the slower path that skips duplicates.
-        writer = _BatchWriter(conn, params={**params, "user_id": user_id}, direct=bool(row and row[0] <= last_uid))
+        writer = _BatchWriter(
+            conn, params={**params, "user_id": user_id}, direct=bool(row and row[0] <= last_uid)
+        )
 
         batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
         # closing(): on an error, wait for the fetch in flight before the session logs out.
@@ -313,7 +325,9 @@ def import_mailbox(
                 {
                     **params,
                     "uidnext": final_uidnext,
-                    "highestmodseq": opened.highestmodseq if opened.highestmodseq is not None else status.highestmodseq,
+                    "highestmodseq": opened.highestmodseq
+                    if opened.highestmodseq is not None
+                    else status.highestmodseq,
                     "last_uid": last_uid,
                 },
             ).rowcount
@@ -388,9 +402,12 @@ def _prefetched(
                 raise
 
 
-Row = tuple[Any, ...]
 # What the database (or the client encoding a value for it) refuses because of one value.
 _UNSTORABLE = (psycopg.DataError, psycopg.errors.ProgramLimitExceeded, UnicodeEncodeError)
+# What a refused row keeps when it is stored again: where it is, its bytes, its size and why.
+_ESSENTIAL = frozenset(
+    {"user_id", "account_id", "mailbox", "uidvalidity", "uid", "sha256", "size", "skipped_reason", "raw"}
+)
 
 
 @dataclass
@@ -406,36 +423,30 @@ class _BatchWriter:
     params: dict[str, Any]
     direct: bool
 
-    def write(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
-        """Store `rows` (batch-table column order); returns (new stored rows, new skipped rows)."""
+    def write(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
+        """Store `messages`; returns (new stored rows, new skipped rows)."""
         try:
             if self.direct:
                 try:
-                    return self._write_direct(rows, last_uid=last_uid)
+                    return self._write_direct(messages, last_uid=last_uid)
                 except psycopg.errors.UniqueViolation:
                     self.direct = False
-            return self._write_deduplicated(rows, last_uid=last_uid)
+            return self._write_deduplicated(messages, last_uid=last_uid)
         except _UNSTORABLE:
             # One message the database refuses must not block the mailbox forever.
-            return self._write_one_by_one(rows, last_uid=last_uid)
+            return self._write_one_by_one(messages, last_uid=last_uid)
 
-    def _write_one_by_one(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
+    def _write_one_by_one(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
         """Each row in its own savepoint; a refused row is stored again with its bytes only."""
         stored = skipped = 0
         with self.conn.transaction(), self.conn.cursor() as cur:
-            for row in rows:
-                values = dict(zip(ROW_COLUMNS, row, strict=True))
+            for message in messages:
                 try:
                     with self.conn.transaction():
-                        inserted = cur.execute(INSERT_ONE, {**self.params, **values}).fetchone()
+                        inserted = cur.execute(INSERT_ONE, _params(message)).fetchone()
                 except _UNSTORABLE as exc:
-                    values = {
-                        **dict.fromkeys(ROW_COLUMNS),
-                        **{k: values[k] for k in ("uid", "sha256", "size", "skipped_reason", "raw")},
-                        "defects": [f"parsed columns not storable ({type(exc).__name__}); raw bytes kept"],
-                    }
                     with self.conn.transaction():
-                        inserted = cur.execute(INSERT_ONE, {**self.params, **values}).fetchone()
+                        inserted = cur.execute(INSERT_ONE, _params(_bytes_only(message, exc))).fetchone()
                 if inserted is not None:
                     if inserted[0] is None:
                         stored += 1
@@ -444,25 +455,23 @@ class _BatchWriter:
             self._advance(cur, last_uid)
         return stored, skipped
 
-    def _write_direct(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
-        p = self.params
-        prefix = (p["user_id"], p["account_id"], p["mailbox"], p["uidvalidity"])
+    def _write_direct(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
         with self.conn.transaction(), self.conn.cursor() as cur:
             with cur.copy(COPY_MESSAGES) as copy:
                 copy.set_types(MESSAGE_TYPES)
-                for row in rows:
-                    copy.write_row(prefix + row)
+                for message in messages:
+                    copy.write_row(_as_row(message))
             self._advance(cur, last_uid)
-        skipped = sum(1 for row in rows if row[12] is not None)
-        return len(rows) - skipped, skipped
+        skipped = sum(1 for message in messages if message.skipped_reason is not None)
+        return len(messages) - skipped, skipped
 
-    def _write_deduplicated(self, rows: list[Row], *, last_uid: int) -> tuple[int, int]:
+    def _write_deduplicated(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
         with self.conn.transaction(), self.conn.cursor() as cur:
             with cur.copy(COPY_BATCH) as copy:
-                copy.set_types(BATCH_TYPES)
-                for row in rows:
-                    copy.write_row(row)
-            counts = cur.execute(INSERT_BATCH, self.params).fetchone()
+                copy.set_types(MESSAGE_TYPES)
+                for message in messages:
+                    copy.write_row(_as_row(message))
+            counts = cur.execute(INSERT_BATCH).fetchone()
             assert counts is not None
             self._advance(cur, last_uid)
         return int(counts[0]), int(counts[1])
@@ -475,6 +484,16 @@ class _BatchWriter:
             )
 
 
+def _params(message: StoredMessage) -> dict[str, Any]:
+    return dict(zip(MESSAGE_COLUMNS, _as_row(message), strict=True))
+
+
+def _bytes_only(message: StoredMessage, exc: Exception) -> StoredMessage:
+    parsed: dict[str, Any] = {name: None for name in MESSAGE_COLUMNS if name not in _ESSENTIAL}
+    parsed["defects"] = [f"parsed columns not storable ({type(exc).__name__}); raw bytes kept"]
+    return replace(message, **parsed)
+
+
 def _store_batch(
     writer: _BatchWriter,
     *,
@@ -483,30 +502,56 @@ def _store_batch(
     counts: _Counts,
     last_uid: int,
 ) -> None:
-    rows: list[Row] = []
-    for message in fetched:
-        parsed = parse_message(message.raw)
-        rows.append(
-            (
-                message.uid,
-                parsed.sha256,
-                parsed.message_id,
-                parsed.from_addr,
-                parsed.to_addrs,
-                parsed.cc_addrs,
-                parsed.subject,
-                parsed.sent_at,
-                parsed.body_text,
-                parsed.snippet,
-                message.size,
-                list(parsed.defects),
-                None,
-                message.raw,
+    p = writer.params
+    messages: list[StoredMessage] = []
+    for fetched_message in fetched:
+        parsed = parse_message(fetched_message.raw)
+        messages.append(
+            StoredMessage(
+                user_id=p["user_id"],
+                account_id=p["account_id"],
+                mailbox=p["mailbox"],
+                uidvalidity=p["uidvalidity"],
+                uid=fetched_message.uid,
+                sha256=parsed.sha256,
+                message_id=parsed.message_id,
+                from_addr=parsed.from_addr,
+                to_addrs=parsed.to_addrs,
+                cc_addrs=parsed.cc_addrs,
+                subject=parsed.subject,
+                sent_at=parsed.sent_at,
+                body_text=parsed.body_text,
+                snippet=parsed.snippet,
+                size=fetched_message.size,
+                defects=list(parsed.defects),
+                skipped_reason=None,
+                raw=fetched_message.raw,
             )
         )
     for uid, size in skipped.items():
-        rows.append((uid, None, None, None, None, None, None, None, None, None, size, [], TOO_LARGE, None))
-    imported, skipped_new = writer.write(rows, last_uid=last_uid)
+        messages.append(
+            StoredMessage(
+                user_id=p["user_id"],
+                account_id=p["account_id"],
+                mailbox=p["mailbox"],
+                uidvalidity=p["uidvalidity"],
+                uid=uid,
+                sha256=None,
+                message_id=None,
+                from_addr=None,
+                to_addrs=None,
+                cc_addrs=None,
+                subject=None,
+                sent_at=None,
+                body_text=None,
+                snippet=None,
+                size=size,
+                defects=[],
+                skipped_reason=TOO_LARGE,
+                raw=None,
+            )
+        )
+    imported, skipped_new = writer.write(messages, last_uid=last_uid)
     counts.imported += imported
     counts.skipped += skipped_new
-    counts.duplicates += len(rows) - imported - skipped_new
+    counts.duplicates += len(messages) - imported - skipped_new

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import fields
+from typing import get_args, get_type_hints
 
 import psycopg
 import pytest
 
+from sync_function.importer import StoredMessage
 from tests.support.db import as_role, delete_users, new_user
 
 pytestmark = pytest.mark.docker
@@ -137,3 +140,32 @@ def test_invalid_account_values_are_rejected(db: psycopg.Connection) -> None:
                 )
     finally:
         delete_users(db, [user])
+
+
+# Filled by the database on insert; the importer never writes them.
+DATABASE_FILLED = {"id", "imported_at"}
+
+
+def test_the_importers_row_matches_the_migrated_messages_table(db: psycopg.Connection) -> None:
+    """importer.StoredMessage is the one definition of a messages row: a migration that adds, drops,
+    retypes or changes the nullability of a column fails here until the definition follows."""
+    table = {
+        name: (pg_type, not_null, filled_by_database)
+        for name, pg_type, not_null, filled_by_database in db.execute(
+            """SELECT attname, format_type(atttypid, atttypmod), attnotnull, attidentity <> '' OR atthasdef
+               FROM pg_catalog.pg_attribute
+               WHERE attrelid = 'public.messages'::regclass AND attnum > 0 AND NOT attisdropped"""
+        )
+    }
+    declared = {f.name: f.metadata["pg_type"] for f in fields(StoredMessage)}
+    assert set(declared) | DATABASE_FILLED == set(table)
+    assert all(table[name][2] for name in DATABASE_FILLED)
+    # Canonical names ('timestamptz' is 'timestamp with time zone'), as format_type() prints them.
+    canonical = {
+        name: db.execute("SELECT %s::regtype::text", (pg_type,)).fetchone()[0]  # type: ignore[index]
+        for name, pg_type in declared.items()
+    }
+    assert canonical == {name: table[name][0] for name in declared}
+    hints = get_type_hints(StoredMessage)
+    optional = {name: type(None) in get_args(hints[name]) for name in declared}
+    assert optional == {name: not table[name][1] for name in declared}
