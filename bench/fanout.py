@@ -19,7 +19,8 @@ import psycopg
 
 from bench.env import BenchEnv, new_users
 
-JOBS = "jobname LIKE 'auto-sync-%%'"
+# The users' jobs, recognised by the schema's own naming function.
+JOBS = "public.auto_sync_job_user(jobname) IS NOT NULL"
 # Seconds between the schedule change and the slot: pg_cron reloads its job cache on its next loop.
 MIN_LEAD_S = 6.0
 QUIET_S = 5.0
@@ -36,7 +37,9 @@ def schedule(conn: psycopg.Connection[Any], users: list[uuid.UUID], interval: in
     return time.perf_counter() - started
 
 
-def scheduling_at_scale(env: BenchEnv, levels: list[int], *, interval: int) -> tuple[dict[int, float], list[uuid.UUID]]:
+def scheduling_at_scale(
+    env: BenchEnv, levels: list[int], *, interval: int
+) -> tuple[dict[int, float], list[uuid.UUID]]:
     """Seconds to go from 0 scheduled users to each level (cumulative: cron.job grows as it would)."""
     seconds: dict[int, float] = {}
     users: list[uuid.UUID] = []
@@ -138,7 +141,7 @@ def _collect_runs(conn: psycopg.Connection[Any], window: Window) -> None:
         """SELECT status, coalesce(return_message, ''),
                   extract(epoch FROM start_time) - %s, extract(epoch FROM end_time - start_time)
            FROM cron.job_run_details d JOIN cron.job j USING (jobid)
-           WHERE d.start_time >= %s AND j.jobname LIKE 'auto-sync-%%'""",
+           WHERE d.start_time >= %s AND public.auto_sync_job_user(j.jobname) IS NOT NULL""",
         (window.slot, since),
     ).fetchall()
     window.run_status = dict(Counter(r[0] for r in rows))

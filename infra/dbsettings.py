@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import psycopg
 
-from sync_function import doctor
-
 
 def configure(database_url: str, *, function_url: str, service_key: str) -> None:
     """Point pg_cron's trigger at `function_url` and store `service_key`. Idempotent."""
@@ -27,9 +25,10 @@ def reset(database_url: str) -> None:
 
 
 def function_url(database_url: str) -> str | None:
-    """The function URL that new sessions (and so pg_cron runs) will see."""
+    """The function URL that new sessions (and so pg_cron runs) will see (the database setting)."""
     with psycopg.connect(database_url) as connection:
-        return doctor.function_url(connection)
+        row = connection.execute("SELECT public.auto_sync_function_url()").fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def service_key_is_set(database_url: str) -> bool:

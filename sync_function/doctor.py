@@ -49,13 +49,14 @@ class Fix:
 #   orphan_cron      an auto-sync-* cron job without an auto_sync_jobs row
 #   wrong_schedule   the job or row does not match the user's interval (or the command is not ours)
 #   inactive         the cron job is paused
-DRIFT = r"""
+# Job names come from the schema's own functions (auto_sync_job_name, auto_sync_job_user). The
+# `auto-sync-%` prefix here only recognises the namespace, so that a stray job in it that is no
+# user's (user_id NULL) shows up too.
+DRIFT = """
 WITH settings AS (
     SELECT user_id, interval_minutes FROM public.user_settings WHERE enabled
 ), jobs AS (
-    SELECT jobid, jobname, schedule, command, active,
-           CASE WHEN jobname ~ '^auto-sync-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                THEN substr(jobname, 11)::uuid END AS user_id
+    SELECT jobid, jobname, schedule, command, active, public.auto_sync_job_user(jobname) AS user_id
     FROM cron.job WHERE jobname LIKE 'auto-sync-%'
 )
 SELECT 'missing_job', s.user_id, NULL, format('enabled every %s min, but nothing is scheduled', s.interval_minutes)
@@ -64,7 +65,8 @@ UNION ALL
 SELECT 'orphan_row', a.user_id, NULL, 'scheduled, but auto-sync is not enabled for this user'
 FROM public.auto_sync_jobs AS a LEFT JOIN settings AS s USING (user_id) WHERE s.user_id IS NULL
 UNION ALL
-SELECT 'missing_cron', a.user_id, 'auto-sync-' || a.user_id, format('cron job %s does not exist', a.cron_job_id)
+SELECT 'missing_cron', a.user_id, public.auto_sync_job_name(a.user_id),
+       format('cron job %s does not exist', a.cron_job_id)
 FROM public.auto_sync_jobs AS a WHERE NOT EXISTS (SELECT 1 FROM cron.job AS j WHERE j.jobid = a.cron_job_id)
 UNION ALL
 SELECT 'orphan_cron', j.user_id, j.jobname, format('cron job %s has no auto_sync_jobs row', j.jobid)
@@ -168,13 +170,8 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
 
 def function_url(conn: Connection) -> str | None:
     """The function URL that new sessions (and so pg_cron runs) will see: the database setting."""
-    row = conn.execute(
-        """SELECT substr(setting, length('app.settings.sync_function_url=') + 1)
-           FROM pg_db_role_setting AS s JOIN pg_database AS d ON d.oid = s.setdatabase AND s.setrole = 0,
-                unnest(s.setconfig) AS setting
-           WHERE d.datname = current_database() AND setting LIKE 'app.settings.sync_function_url=%'"""
-    ).fetchone()
-    return None if row is None else str(row[0])
+    row = conn.execute("SELECT public.auto_sync_function_url()").fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def _reachable(url: str, *, timeout_s: float) -> Check:

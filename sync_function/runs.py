@@ -123,11 +123,8 @@ class RunRecord:
 
 
 def user_lock(conn: Connection, user_id: uuid.UUID) -> None:
-    """Serialise this transaction with others for the same user (same key as the SQL functions)."""
-    conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('auto-sync-' || %(user_id)s::text, 0))",
-        {"user_id": user_id},
-    )
+    """Serialise this transaction with others for the same user (the lock the SQL functions take)."""
+    conn.execute("SELECT public.auto_sync_lock_user(%(user_id)s)", {"user_id": user_id})
 
 
 def request_run(conn: Connection, *, user_id: uuid.UUID, trigger: Trigger, enqueue: bool) -> RunRequest:

@@ -96,6 +96,34 @@ def test_reconcile_repairs_everything_and_is_idempotent(
     assert [f for f in doctor.reconcile(db) if f.user_id in drifted.values()] == []
 
 
+def test_stray_jobs_in_the_namespace_are_found_and_removed(db: psycopg.Connection) -> None:
+    """A job named like ours but for no user (auto_sync_job_user gives NULL) is drift without an owner."""
+    user_id = uuid.uuid4()
+    strays = [f"auto-sync-not-a-user-{user_id}", f"auto-sync-{str(user_id).upper()}"]
+    for name in strays:
+        db.execute("SELECT cron.schedule(%s, '0 0 * * *', 'SELECT 1')", (name,))
+    try:
+        found = [(d.kind, d.user_id, d.job_name) for d in doctor.find_drift(db) if d.job_name in strays]
+        assert sorted(found, key=str) == sorted((("orphan_cron", None, name) for name in strays), key=str)
+        fixes = [f for f in doctor.reconcile(db) if f.job_name in strays]
+        assert [(f.action, f.ok) for f in fixes] == [("unschedule stray job", True)] * 2
+        assert not set(strays) & set(cron_jobs(db))
+    finally:
+        db.execute("DELETE FROM cron.job WHERE jobname = ANY(%s)", (strays,))
+
+
+def test_missing_cron_names_the_job_the_schema_would_create(db: psycopg.Connection) -> None:
+    user_id = new_user(db)
+    try:
+        db.execute("SELECT public.schedule_auto_sync(%s, 15)", (user_id,))
+        db.execute("DELETE FROM cron.job WHERE jobname = %s", (f"auto-sync-{user_id}",))
+        drift = [d for d in doctor.find_drift(db) if d.user_id == user_id and d.kind == "missing_cron"]
+        assert [d.job_name for d in drift] == [f"auto-sync-{user_id}"]
+    finally:
+        db.execute("SELECT public.unschedule_auto_sync(%s)", (user_id,))
+        delete_users(db, [user_id])
+
+
 def test_cli_doctor_exit_codes(database_url: str, drifted: dict[str, uuid.UUID]) -> None:
     env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": database_url, "COLUMNS": "200"}
     result = subprocess.run(

@@ -61,8 +61,12 @@ def catalog_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
                       FROM information_schema.columns
                       WHERE table_schema IN ('public', 'auth', 'autosync_private')
                         AND table_name <> 'alembic_version' ORDER BY 1, 2, 3""",
-        "functions": """SELECT n.nspname, p.oid::regprocedure::text, p.prosecdef, p.proconfig, p.prosrc
+        # The body last: it is compared modulo whitespace below.
+        "functions": """SELECT n.nspname, p.oid::regprocedure::text, pg_get_function_result(p.oid), l.lanname,
+                               p.provolatile, p.proisstrict, p.prosecdef, p.proconfig,
+                               obj_description(p.oid, 'pg_proc'), p.prosrc
                         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                        JOIN pg_language l ON l.oid = p.prolang
                         WHERE n.nspname IN ('public', 'auth', 'autosync_private') ORDER BY 2""",
         "policies": "SELECT schemaname, tablename, policyname, roles::text[], cmd, qual FROM pg_policies ORDER BY 1, 2, 3",
         "roles": """SELECT rolname, rolbypassrls, rolcanlogin FROM pg_roles
@@ -83,5 +87,15 @@ def catalog_snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
     }
     snapshot = {name: conn.execute(query).fetchall() for name, query in queries.items()}
     # Offline SQL output expands tabs in function bodies; compare bodies modulo whitespace.
-    snapshot["functions"] = [(*row[:4], " ".join(str(row[4]).split())) for row in snapshot["functions"]]
+    snapshot["functions"] = [(*row[:-1], " ".join(str(row[-1]).split())) for row in snapshot["functions"]]
     return snapshot
+
+
+def function_definitions(conn: psycopg.Connection) -> dict[str, tuple[str, str | None]]:
+    """Every project function's full definition and ACL, byte for byte (for exact downgrade checks)."""
+    rows = conn.execute(
+        """SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), p.proacl::text
+           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname IN ('public', 'auth', 'autosync_private') AND p.prokind IN ('f', 'p')"""
+    ).fetchall()
+    return {name: (definition, acl) for name, definition, acl in rows}
