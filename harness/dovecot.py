@@ -131,7 +131,11 @@ class DovecotServer:
 
     def _login(self, user: str) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
-        client.login(user, self.users[user])
+        try:
+            client.login(user, self.users[user])
+        except BaseException:
+            client.shutdown()  # a refused login must not leave the socket open
+            raise
         return client
 
     def status(self, user: str, mailbox: str = "INBOX") -> dict[bytes, int]:

@@ -79,28 +79,37 @@ class WorkerThread:
 
     def __init__(self, config: Config, ssl_context: object, *, concurrency: int = 2) -> None:
         self.loop = asyncio.new_event_loop()
-        self.task: asyncio.Task[None] | None = None
+        # Created before the thread starts (the loop is not running yet), so `stop` always has it.
+        self.task: asyncio.Task[None] = self.loop.create_task(
+            queue.run_worker(config, concurrency=concurrency, ssl_context=ssl_context)  # type: ignore[arg-type]
+        )
         self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
-        def target() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.task = self.loop.create_task(
-                queue.run_worker(config, concurrency=concurrency, ssl_context=ssl_context)  # type: ignore[arg-type]
-            )
+    def _run(self) -> None:
+        # The Runner's exit is asyncio.run's cleanup: cancel what is left, stop async generators and the
+        # default executor, close the loop. Without it the loop's self-pipe (an AF_UNIX socketpair)
+        # stays open for the whole session: asgiref's executor thread keeps a reference to the loop.
+        with asyncio.Runner(loop_factory=lambda: self.loop) as runner:
+            asyncio.set_event_loop(runner.get_loop())
             try:
                 self.loop.run_until_complete(self.task)
             except asyncio.CancelledError:
                 pass
             except BaseException as exc:
                 self.error = exc
-
-        self.thread = threading.Thread(target=target, daemon=True)
-        self.thread.start()
+            finally:
+                asyncio.set_event_loop(None)
 
     def stop(self) -> None:
-        if self.task is not None:
-            self.loop.call_soon_threadsafe(self.task.cancel)
+        if not self.loop.is_closed():
+            # The loop may close between the check and the call once the worker has ended by itself.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self.task.cancel)
         self.thread.join(timeout=30)
+        if self.thread.is_alive():
+            raise RuntimeError("the worker thread did not stop within 30 s")
 
 
 @contextlib.contextmanager

@@ -30,10 +30,12 @@ def test_users_from_the_environment_and_no_tls(docker_engine: docker.DockerClien
         )
         docker_local.wait_healthy(container, timeout_s=60)
         client = imapclient.IMAPClient(config.host, port=config.imap_port, ssl=False, timeout=10)
-        assert b"STARTTLS" not in client.capabilities()
-        client.login("envuser", "s3cret-pass")
-        assert client.folder_status("INBOX", ["MESSAGES"]) == {b"MESSAGES": 0}
-        client.logout()
+        try:
+            assert b"STARTTLS" not in client.capabilities()
+            client.login("envuser", "s3cret-pass")
+            assert client.folder_status("INBOX", ["MESSAGES"]) == {b"MESSAGES": 0}
+        finally:
+            client.logout()
         with pytest.raises(ConnectionRefusedError), socket.create_connection((config.host, config.imaps_port), 2):
             pass
     finally:

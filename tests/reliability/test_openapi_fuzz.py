@@ -4,6 +4,8 @@ error is the service's JSON error body."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -13,11 +15,39 @@ from harness.service import Service
 from tests.support.reliability import closed_port
 from tests.support.users import users
 
-pytestmark = pytest.mark.docker
-
 EXAMPLES_PER_OPERATION = 100
 
+# Top-level packages of the installed distributions that register a pytest11 plugin (this repo's too).
+PLUGIN_DISTRIBUTIONS = (
+    "schemathesis",
+    "hypothesis",
+    "anyio",
+    "pytest_timeout",
+    "sync_function",
+    "infra",
+    "harness",
+)
 
+
+def test_no_library_module_is_assertion_rewritten() -> None:
+    """Guards the suite's `--disable-plugin-autoload` (see tests/conftest.py).
+
+    Auto-loaded, each of these distributions is marked for assertion rewriting as a whole, and the
+    modules schemathesis imports lazily inside the test below (about ninety) are then parsed by the
+    rewriter mid-test: the moment when a leaked socket's ResourceWarning crashed CPython 3.11.7.
+    """
+    import schemathesis.specs.openapi.schemas  # noqa: F401 - imported lazily by `from_url`
+
+    rewritten = sorted(
+        name
+        for name, module in list(sys.modules.items())
+        if name.split(".")[0] in PLUGIN_DISTRIBUTIONS
+        and type(getattr(module, "__loader__", None)).__name__ == "AssertionRewritingHook"
+    )
+    assert rewritten == []
+
+
+@pytest.mark.docker
 def test_no_5xx_on_generated_requests(service: Service, database_url: str) -> None:
     schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
     dead_port = closed_port()

@@ -97,14 +97,14 @@ FAST_RECOVERY = {
 
 
 @contextmanager
-def api_for(settings: Config, ssl_context: object = None) -> Iterator[Service]:
+def api_for(config: Config, ssl_context: object = None) -> Iterator[Service]:
     """The real app under uvicorn on a free loopback port, for a database other than the session's."""
     port = free_port()
-    server, thread = run_uvicorn(create_app(settings, imap_ssl_context=ssl_context), port)  # type: ignore[arg-type]
+    server, thread = run_uvicorn(create_app(config, imap_ssl_context=ssl_context), port)  # type: ignore[arg-type]
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            yield Service(url=url, settings=settings, client=client)
+            yield Service(url=url, config=config, client=client)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
