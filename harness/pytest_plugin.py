@@ -8,6 +8,9 @@ starts until a test asks for a fixture:
   stood up (the `AUTOSYNC_E2E_*` variables); otherwise a new one on the Docker engine, on free
   loopback ports, removed when the session ends however it ends.
 - `autosync_mailbox` (per test): a new user on a session-wide Dovecot, with a way to deliver mail.
+
+Only usable from a checkout of this repository (an editable install): the environment builds the
+function image from the checkout's files.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,19 +28,29 @@ import jwt
 import psycopg
 import pytest
 
-if TYPE_CHECKING:  # the harness modules import the Docker SDK: load them only when a fixture runs
+if TYPE_CHECKING:  # the harness modules import the Docker SDK: load them only when a fixture is used
+    from harness import local_env
     from harness.dovecot import DovecotServer
+
+
+# The fixtures this plugin provides: a session that uses one of them gets the harness imported early.
+FIXTURES = ("autosync_env", "autosync_mailbox")
 
 
 @dataclass
 class AutosyncEnv:
     """A running environment, as a consumer's tests see it."""
 
+    # The environment's name: its containers and volumes carry the label `autosync.env=<name>`
+    # (empty when `autosync env test` exported coordinates without one).
+    name: str
     api_url: str
     database_url: str = field(repr=False)
     service_key: str = field(repr=False)
     jwt_secret: str = field(repr=False)
     client: httpx.Client = field(repr=False)
+    # True when this session stood the environment up, and so removes it at the end.
+    owned: bool = False
 
     def new_user(self, email: str | None = None) -> uuid.UUID:
         """A row in `auth.users` (what a sign-up creates); its data goes when the user is deleted."""
@@ -62,6 +75,10 @@ class AutosyncEnv:
     def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
         """Headers for a request as `user_id`."""
         return {"Authorization": f"Bearer {self.token(user_id)}"}
+
+    def as_service(self) -> dict[str, str]:
+        """Headers for `/functions/v1/…`, which take the service key (what pg_cron's trigger sends)."""
+        return {"Authorization": f"Bearer {self.service_key}"}
 
 
 @dataclass
@@ -93,6 +110,44 @@ class TestMailbox:
         return self.server.deliver(self.username, messages, mailbox)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Import the harness now, before any test runs, when a collected test uses these fixtures.
+
+    pytest rewrites the asserts of every module of a distribution that registers a `pytest11`
+    plugin, as the module is first imported. Installed as a package, that is all of `harness`,
+    `infra` and `sync_function`; imported lazily inside a fixture, they would be parsed mid-session.
+    On CPython 3.11.7, a garbage collection during that parse can run a leaked object's finalizer
+    whose ResourceWarning (an error under `filterwarnings = error`) formats a traceback, which parses
+    again and corrupts the parser's recursion bookkeeping: `SystemError: AST constructor recursion
+    depth mismatch` (python/cpython#106905). At collection's end no test has left garbage behind yet.
+    Not at import: the plugin loads wherever autosync is installed, the Docker SDK (harness extra)
+    may be missing, and most sessions use none of this.
+    """
+    if any(name in getattr(item, "fixturenames", ()) for item in session.items for name in FIXTURES):
+        import harness.dovecot
+        import harness.local_env  # noqa: F401
+
+
+def _given_coordinates(environ: Mapping[str, str]) -> local_env.Coordinates | None:
+    """The environment `autosync env test` exported, or None; half of the variables is an error."""
+    from harness import local_env
+
+    needed = (
+        local_env.E2E_API_URL,
+        local_env.E2E_DATABASE_URL,
+        local_env.E2E_SERVICE_KEY,
+        local_env.E2E_JWT_SECRET,
+    )
+    missing = [key for key in needed if not environ.get(key)]
+    if missing and len(missing) < len(needed):
+        pytest.fail(
+            f"autosync_env: {', '.join(missing)} not set (set all of {', '.join(needed)}, or none "
+            "for a fresh environment)",
+            pytrace=False,
+        )
+    return local_env.Coordinates.from_environ(environ)
+
+
 @pytest.fixture(scope="session")
 def autosync_env() -> Iterator[AutosyncEnv]:
     """A migrated, configured environment (Postgres with pg_cron + http, API, one worker)."""
@@ -100,20 +155,24 @@ def autosync_env() -> Iterator[AutosyncEnv]:
     from harness.ports import unique_name
 
     with contextlib.ExitStack() as stack:
-        coordinates = local_env.Coordinates.from_environ(os.environ)
+        coordinates = _given_coordinates(os.environ)
+        owned = coordinates is None
         if coordinates is None:
+            name = unique_name("autosync-pytest")
             try:
-                env = stack.enter_context(local_env.ephemeral(unique_name("autosync-pytest")))
-            except Exception as exc:  # no engine, a failed build: say what, do not fail every test
-                pytest.fail(f"autosync_env: could not stand up an environment: {exc}", pytrace=False)
+                env = stack.enter_context(local_env.ephemeral(name))
+            except Exception as exc:  # no engine, a failed build: say what, once, for every test
+                pytest.fail(f"autosync_env: could not stand up environment {name}: {exc}", pytrace=False)
             coordinates = env.coordinates()
-        client = stack.enter_context(httpx.Client(base_url=coordinates.api_url, timeout=30))
+        client = stack.enter_context(httpx.Client(base_url=coordinates.api_url, timeout=60))
         yield AutosyncEnv(
+            name=coordinates.name,
             api_url=coordinates.api_url,
             database_url=coordinates.database_url,
             service_key=coordinates.service_key,
             jwt_secret=coordinates.jwt_secret,
             client=client,
+            owned=owned,
         )
 
 
@@ -124,8 +183,8 @@ def _autosync_dovecot() -> Iterator[DovecotServer]:
 
     try:
         engine = docker_local.client()
-    except docker_local.HarnessError as exc:
-        pytest.skip(f"autosync_mailbox needs a Docker engine: {exc}")
+    except docker_local.HarnessError as exc:  # as autosync_env does: asked for, so a missing engine fails
+        pytest.fail(f"autosync_mailbox: {exc}", pytrace=False)
     with contextlib.closing(engine), running_dovecot(engine) as server:
         yield server
 
