@@ -135,6 +135,40 @@ def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="Only show w
 
 
 @app.command()
+def reencrypt(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be rewritten."),
+) -> None:
+    """Rewrite every stored mailbox password under the first key of AUTOSYNC_ENCRYPTION_KEY.
+
+    To rotate the key: run every service process with AUTOSYNC_ENCRYPTION_KEY=NEW,OLD, then run this
+    (as the database owner, DATABASE_URL), then drop OLD. Nothing changes if a stored password is
+    readable with no key of the list (exit 1).
+    """
+    import os
+
+    import psycopg
+
+    from sync_function import crypto
+
+    try:
+        keys = crypto.parse_keys(os.environ.get("AUTOSYNC_ENCRYPTION_KEY", ""))
+    except crypto.KeyListError as exc:
+        typer.echo(f"autosync: AUTOSYNC_ENCRYPTION_KEY {exc}", err=True)
+        raise typer.Exit(2) from None
+    with psycopg.connect(_database_url()) as conn:
+        try:
+            result = crypto.reencrypt_stored(conn, keys, dry_run=dry_run)
+        except crypto.UnreadableSecretsError as exc:
+            typer.echo(f"autosync: {exc}", err=True)
+            raise typer.Exit(1) from None
+    verb = "would be re-encrypted" if dry_run else "re-encrypted"
+    typer.echo(
+        f"{result.total} stored secret(s): {result.rewritten} {verb} under the first key, "
+        f"{result.already} already were, {result.changed_meanwhile} changed meanwhile"
+    )
+
+
+@app.command()
 def openapi() -> None:
     """Print the OpenAPI document (no configuration or database needed)."""
     import json
