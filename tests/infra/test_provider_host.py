@@ -114,6 +114,7 @@ def test_database_settings(host: ProviderHost, database_url: str) -> None:
         outs = host.update(provider, id_, outs, rotated)
         assert outs["service_key_sha256"] == key_digest("n" * 40)
         assert dbsettings.function_url(database_url) == "http://127.0.0.1:8001"
+        assert host.read(provider, id_, outs) == (id_, outs)  # `pulumi refresh` keeps the state
 
         host.delete(provider, id_, outs)
         assert dbsettings.function_url(database_url) is None
@@ -174,6 +175,8 @@ def test_database_password_rotates_with_the_current_password(
             "SELECT rolpassword FROM pg_authid WHERE rolname = %s", (fresh_postgres.user,)
         ).fetchone()
     assert row is not None and str(row[0]).startswith("SCRAM-SHA-256$")
+
+    assert host.read(provider, id_, outs) == (id_, outs)  # Postgres reveals no password to refresh
 
     # A retried `up` (the state still holds the old password): the new one works already, no-op.
     again = host.update(provider, id_, {**outs, "password": current}, {**props, "password": new})
@@ -253,6 +256,9 @@ def test_encryption_key_rotation(host: ProviderHost, fresh_postgres: PostgresCon
     assert stored_outs["reencrypted"] == 3
     for account, token in stored_tokens(url).items():
         assert crypto.decrypt_password(second, token) == accounts[account]  # the new key alone reads it
+
+    assert host.read(keyring, keys_id, keys_outs) == (keys_id, keys_outs)
+    assert host.read(stored, stored_id, stored_outs) == (stored_id, stored_outs)
 
     # The next rotation drops the first key: nothing needs it any more.
     keys_outs = host.update(keyring, keys_id, keys_outs, {**keys_props, "configured": third})
