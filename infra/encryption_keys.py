@@ -1,7 +1,7 @@
 """The encryption key list of a deployment, and re-encryption of what it stores (Pulumi's providers).
 
-The service reads AUTOSYNC_ENCRYPTION_KEY as a key list: the first key encrypts, every key decrypts
-(`sync_function.crypto`). A rotation in a Pulumi stack is three steps in one `pulumi up`:
+The service reads AUTOSYNC_ENCRYPTION_KEY as a key list: the first key encrypts, every key decrypts.
+A rotation in a Pulumi stack is three steps in one `pulumi up`:
 
 1. `key_list` (before the function containers): the configured key first, then the previous first
    key, and any older key some stored secret still needs;
@@ -11,17 +11,55 @@ The service reads AUTOSYNC_ENCRYPTION_KEY as a key list: the first key encrypts,
 
 Both refuse, changing nothing, when a stored secret is readable with no key they have: rotating
 then would make it unreadable for good.
+
+What is stored, and how it is encrypted, is the service's business: this module asks its public
+command line (`autosync encryption-keys usage --json`, `autosync reencrypt --json`), as the rest of
+infra/ asks the database through SQL, and imports nothing of the service. The database URL and the
+keys go to the command in its environment only, never on its command line (which any local user can
+read in the process list).
 """
 
 from __future__ import annotations
 
-import psycopg
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
-from sync_function import crypto
+# AUTOSYNC_ENCRYPTION_KEY's documented format (README): keys separated by commas, the first encrypts.
+# Only split here; the service's command validates the keys and says which position is wrong.
+SEPARATOR = ","
+COMMAND = "autosync"
+# Re-encryption is one transaction over every stored secret; a hung command must not hang `pulumi up`.
+COMMAND_TIMEOUT_S = 900
+# stderr kept in an error message: the service's messages are a line or two; a traceback ends with its cause.
+STDERR_TAIL = 2000
 
 
 class KeyListError(RuntimeError):
-    """The stack's keys cannot read what the database stores; the message says what to do."""
+    """The stack's keys cannot read what the database stores, or the command refused them; the
+    message says what to do and never contains a key or the database URL."""
+
+
+def split_keys(keys: str) -> list[str]:
+    return [key.strip() for key in keys.split(SEPARATOR)]
+
+
+def autosync_command(python: str | None = None) -> Path:
+    """The `autosync` entry point installed beside the interpreter running this (the virtualenv
+    `pulumi install` fills); the provider host runs from that virtualenv's python."""
+    interpreter = Path(python or sys.executable)
+    # Not resolved: a virtualenv's python is a symlink to the base interpreter, whose bin/ has no autosync.
+    command = interpreter.parent / COMMAND
+    if not command.is_file():
+        raise KeyListError(
+            f"the `{COMMAND}` command is not installed beside {interpreter}, so the encryption keys cannot be "
+            "checked: install the project into the Pulumi virtualenv (`pulumi install`, or "
+            "`pip install -e '.[infra]'` in it)"
+        )
+    return command
 
 
 def _unreadable(count: int) -> KeyListError:
@@ -32,26 +70,55 @@ def _unreadable(count: int) -> KeyListError:
     )
 
 
+def run_autosync(args: list[str], *, database_url: str, keys: list[str]) -> dict[str, Any]:
+    """Run `autosync ARGS --json` with the database and keys in its environment; its JSON answer
+    (whatever its exit code: a refusal is an answer too). Raises `KeyListError` when it gives none
+    (it could not run or reach the database) or refused the keys themselves."""
+    command = [str(autosync_command()), *args, "--json"]
+    env = {**os.environ, "DATABASE_URL": database_url, "AUTOSYNC_ENCRYPTION_KEY": SEPARATOR.join(keys)}
+    try:
+        done = subprocess.run(
+            command, env=env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise KeyListError(f"`{COMMAND} {' '.join(args)}` did not finish in {COMMAND_TIMEOUT_S} s") from None
+    try:
+        answer = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise KeyListError(
+            f"`{COMMAND} {' '.join(args)}` failed (exit {done.returncode}): {done.stderr.strip()[-STDERR_TAIL:]}"
+        )
+    if answer.get("error") == "bad_key_list":
+        raise KeyListError(
+            f"the stack's encryption keys (autosync:encryptionKey) were refused: {answer['detail']}"
+        )
+    return answer
+
+
 def key_list(database_url: str, *, configured: list[str], previous: list[str]) -> list[str]:
     """The keys the service should run with: `configured` (its first key encrypts), then the previous
     first key (the running containers still encrypt with it until they are replaced), then any other
     previous key some stored secret needs. Raises `KeyListError` if stored secrets would be unreadable."""
-    keys = list(configured)
-    with psycopg.connect(database_url) as connection:
-        needed = set(crypto.key_usage(connection, previous).needed(previous)) if previous else set()
-        for index, key in enumerate(previous):
-            if key not in keys and (index == 0 or key in needed):
-                keys.append(key)
-        usage = crypto.key_usage(connection, keys)
-    if usage.unreadable:
-        raise _unreadable(usage.unreadable)
-    return keys
+    candidates = configured + [key for key in previous if key not in configured]
+    # One count over every candidate: a Fernet token decrypts under one key only, so a previous key
+    # with a count is one some stored secret needs, and what none of them reads, the result cannot.
+    usage = run_autosync(["encryption-keys", "usage"], database_url=database_url, keys=candidates)
+    if usage["unreadable"]:
+        raise _unreadable(int(usage["unreadable"]))
+    counts = dict(zip(candidates, usage["per_key"], strict=True))
+    return configured + [
+        key for index, key in enumerate(previous) if key not in configured and (index == 0 or counts[key])
+    ]
 
 
-def reencrypt(database_url: str, keys: list[str]) -> crypto.Reencryption:
-    """Rewrite every stored secret under `keys[0]` (one transaction; refuses when one is unreadable)."""
-    with psycopg.connect(database_url) as connection:
-        try:
-            return crypto.reencrypt_stored(connection, keys)
-        except crypto.UnreadableSecretsError as exc:
-            raise _unreadable(exc.count) from None
+def reencrypt(database_url: str, keys: list[str]) -> int:
+    """Rewrite every stored secret under `keys[0]` (one transaction; refuses when one is unreadable);
+    how many were rewritten."""
+    result = run_autosync(["reencrypt"], database_url=database_url, keys=keys)
+    if result.get("error") == "unreadable_secrets":
+        raise _unreadable(int(result["unreadable"]))
+    if "error" in result:
+        raise KeyListError(f"`{COMMAND} reencrypt` failed: {result.get('detail')}")
+    return int(result["rewritten"])

@@ -4,7 +4,8 @@
 (a key list); `StoredSecrets` comes after them and rewrites every stored secret under the list's
 first key. Changing the configured key, or replacing the generated one
 (`pulumi up --replace <urn of secrets-encryption-key>`), therefore rotates the key without making
-one stored password unreadable. The plain functions they call are in `infra/encryption_keys.py`.
+one stored password unreadable. The plain functions they call are in `infra/encryption_keys.py`,
+which asks the service's command line (`autosync encryption-keys usage`, `autosync reencrypt`).
 
 The keys stay in these resources' secret state: that is where the previous key is remembered.
 """
@@ -19,18 +20,10 @@ from typing import Any
 import pulumi
 import pulumi.dynamic
 
-SEPARATOR = ","
-
 
 def keys_digest(keys: str) -> str:
     """A SHA-256 of a key list, to notice a change without keeping the keys a second time."""
     return hashlib.sha256(keys.encode()).hexdigest()
-
-
-def _split(keys: str) -> list[str]:
-    from sync_function import crypto
-
-    return crypto.parse_keys(keys)
 
 
 class EncryptionKeysProvider(pulumi.dynamic.ResourceProvider):
@@ -41,13 +34,13 @@ class EncryptionKeysProvider(pulumi.dynamic.ResourceProvider):
 
         keys = encryption_keys.key_list(
             props["database_url"],
-            configured=_split(props["configured"]),
-            previous=_split(previous) if previous else [],
+            configured=encryption_keys.split_keys(props["configured"]),
+            previous=encryption_keys.split_keys(previous) if previous else [],
         )
         return {
             "database_url": props["database_url"],
             "configured": props["configured"],
-            "keys": SEPARATOR.join(keys),
+            "keys": encryption_keys.SEPARATOR.join(keys),
         }
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
@@ -105,11 +98,13 @@ class StoredSecretsProvider(pulumi.dynamic.ResourceProvider):
     def _reencrypt(self, props: dict[str, Any]) -> dict[str, Any]:
         from infra import encryption_keys
 
-        result = encryption_keys.reencrypt(props["database_url"], _split(props["keys"]))
+        rewritten = encryption_keys.reencrypt(
+            props["database_url"], encryption_keys.split_keys(props["keys"])
+        )
         return {
             "database_url": props["database_url"],
             "keys_sha256": keys_digest(props["keys"]),
-            "reencrypted": result.rewritten,
+            "reencrypted": rewritten,
         }
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:

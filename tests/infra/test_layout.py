@@ -95,6 +95,8 @@ def test_the_launch_script_finds_a_working_virtualenv_from_the_engines_directory
     )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).resolve() == venv.resolve()
+    # The encryption providers run the service's command from there (infra/encryption_keys.py).
+    assert (venv / "bin" / "autosync").is_file(), "the project is not installed in the virtualenv"
 
 
 def test_the_real_launch_script_starts_the_host() -> None:
