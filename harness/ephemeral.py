@@ -2,7 +2,7 @@
 
 Two ways to realise the same specs:
 
-- `PulumiBackend`, where the `pulumi` CLI is installed: the real Pulumi program (`infra/__main__.py`)
+- `PulumiBackend`, where the `pulumi` CLI is installed: the real Pulumi program (`__main__.py`)
   through the Automation API, on a fresh stack in a throw-away local file backend with a passphrase
   secrets provider; the stack is destroyed and removed at the end.
 - `DockerBackend`, everywhere else: `harness.local_env` maps the specs onto the Docker engine.
@@ -157,7 +157,9 @@ class PulumiBackend:
             project_settings=auto.ProjectSettings(
                 name="autosync",
                 runtime=auto.ProjectRuntimeInfo(name="python", options=runtime_options),
-                main=str(containers.REPO_ROOT / "infra"),
+                # The repo root, as in Pulumi.yaml: the program (__main__.py) and the dynamic-provider
+                # host both run there.
+                main=str(containers.REPO_ROOT),
             ),
         )
         stack = auto.create_stack(stack_name=name, work_dir=str(scratch), opts=workspace)

@@ -16,6 +16,11 @@ POSTGRES_CONTEXT = REPO_ROOT / "infra" / "images" / "postgres"
 DATA_DIR = "/var/lib/postgresql/data"
 # Every container and volume of an environment carries it, so one selector finds (and removes) them all.
 ENV_LABEL = "autosync.env"
+# Docker's own default: what a container gets between its stop signal and SIGKILL unless it says otherwise.
+DEFAULT_STOP_GRACE_S = 10
+# Postgres's fast shutdown (SIGINT) rolls back open transactions and writes a checkpoint; that takes
+# seconds, but a checkpoint after a busy import can take longer. pg_ctl waits 60 s by default too.
+POSTGRES_STOP_GRACE_S = 60
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class ContainerSpec:
     volumes: dict[str, str] = field(default_factory=dict)
     healthcheck: HealthCheck | None = None
     stop_signal: str | None = None
+    # Seconds between the stop signal and SIGKILL, whoever stops the container (`docker stop`, the
+    # daemon, Pulumi replacing or destroying it).
+    stop_grace_s: int = DEFAULT_STOP_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -114,4 +122,5 @@ def postgres_container(config: PostgresConfig) -> ContainerSpec:
         volumes={f"{config.name}-data": DATA_DIR},
         healthcheck=HealthCheck(test=("CMD", "/usr/local/bin/healthcheck.sh")),
         stop_signal="SIGINT",
+        stop_grace_s=POSTGRES_STOP_GRACE_S,
     )

@@ -39,6 +39,15 @@ FUNCTION_SECRET_ENV = frozenset(
 
 Role = Literal["serve", "worker"]
 
+# `serve` (uvicorn) stops accepting connections on SIGTERM and finishes the requests in flight; the
+# routes answer at once (imports run in workers), so a few seconds are plenty.
+SERVE_STOP_GRACE_S = 20
+# A worker (procrastinate) stops fetching jobs on SIGTERM and waits for the imports it runs. An import
+# commits checkpoints batch by batch; one still running when this runs out is killed, and the
+# stalled-job check of the other workers hands it back to the queue after three missed heartbeats,
+# to resume from its last checkpoint.
+WORKER_STOP_GRACE_S = 120
+
 
 def sources_hash(context: Path, sources: tuple[str, ...], build_args: dict[str, str] | None = None) -> str:
     """A short hash of the files under each of `sources` (relative to `context`) and of the build args.
@@ -152,6 +161,7 @@ def sync_function_container(
             secret_env=FUNCTION_SECRET_ENV,
             port=config.port,
             healthcheck=healthz_check(config.host, config.port),
+            stop_grace_s=SERVE_STOP_GRACE_S,
         )
     if role == "worker":
         # SIGTERM (Docker's default) lets the worker finish or release its current job.
@@ -161,5 +171,6 @@ def sync_function_container(
             command=("worker",),
             env=env,
             secret_env=FUNCTION_SECRET_ENV,
+            stop_grace_s=WORKER_STOP_GRACE_S,
         )
     raise ValueError(f"unknown role {role!r}: expected 'serve' or 'worker'")

@@ -225,15 +225,22 @@ def _check_password(value: str) -> str | None:
 
 def _check_encryption_key(value: str) -> str | None:
     # The generated form: URL-safe base64 of 32 random bytes (a Fernet key; also an AES-256 key).
-    try:
-        raw = base64.urlsafe_b64decode(value.encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raw = b""
-    if len(raw) != 32:
-        return (
-            "must be URL-safe base64 of 32 bytes, e.g. the output of "
-            "python -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
-        )
+    # Several, comma-separated, add keys the stack does not know yet (NEW,OLD): stored secrets under
+    # OLD are then re-encrypted under NEW (infra/components/encryption.py).
+    keys = value.split(",")
+    for key in keys:
+        try:
+            raw = base64.urlsafe_b64decode(key.encode("ascii"))
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            raw = b""
+        if len(raw) != 32 or key.strip() != key:
+            return (
+                "must be URL-safe base64 of 32 bytes (or several such keys separated by commas, the new one "
+                "first), e.g. the output of "
+                "python -c 'import base64,os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'"
+            )
+    if len(set(keys)) != len(keys):
+        return "lists the same key twice"
     return None
 
 
@@ -345,7 +352,8 @@ def _build_args(reader: _Reader) -> dict[str, str]:
         isinstance(k, str) and _BUILD_ARG.match(k) and isinstance(v, str) for k, v in value.items()
     ):
         reader.fail(
-            "functionBuildArgs", 'must be a map of build-arg names to strings, e.g. {"PIP_EXTRA_CA_CERTS": "<PEM text>"}'
+            "functionBuildArgs",
+            'must be a map of build-arg names to strings, e.g. {"PIP_EXTRA_CA_CERTS": "<PEM text>"}',
         )
         return {}
     return dict(value)

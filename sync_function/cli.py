@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import typer
 from rich.console import Console
 
@@ -131,6 +133,98 @@ def reconcile(dry_run: bool = typer.Option(False, "--dry-run", help="Only show w
         typer.echo(f"{mark:6} {fix.action:22} {fix.user_id or fix.job_name}  {fix.detail}")
     typer.echo(f"{len(fixes)} fix(es){' planned' if dry_run else ''}; {len(remaining)} problem(s) left")
     if remaining or not all(fix.ok for fix in fixes):
+        raise typer.Exit(1)
+
+
+def _encryption_keys(as_json: bool) -> list[str]:
+    """AUTOSYNC_ENCRYPTION_KEY as a key list; exits 2 with a message that names no key."""
+    import os
+
+    from sync_function import crypto
+
+    try:
+        return crypto.parse_keys(os.environ.get("AUTOSYNC_ENCRYPTION_KEY", ""))
+    except crypto.KeyListError as exc:
+        _fail(f"AUTOSYNC_ENCRYPTION_KEY {exc}", code=2, error="bad_key_list", as_json=as_json)
+
+
+def _fail(message: str, *, code: int, error: str, as_json: bool, **details: object) -> NoReturn:
+    """Exit with `code`: the message on stderr and, with --json, `{"error": …}` on stdout for programs."""
+    import json
+
+    if as_json:
+        typer.echo(json.dumps({"error": error, "detail": message, **details}))
+    typer.echo(f"autosync: {message}", err=True)
+    raise typer.Exit(code)
+
+
+JSON_OPTION = typer.Option(False, "--json", help="Print the result as one JSON object (for programs).")
+
+
+@app.command()
+def reencrypt(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be rewritten."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Rewrite every stored mailbox password under the first key of AUTOSYNC_ENCRYPTION_KEY.
+
+    To rotate the key: run every service process with AUTOSYNC_ENCRYPTION_KEY=NEW,OLD, then run this
+    (as the database owner, DATABASE_URL), then drop OLD. Nothing changes if a stored password is
+    readable with no key of the list (exit 1).
+    """
+    import dataclasses
+    import json
+
+    import psycopg
+
+    from sync_function import crypto
+
+    keys = _encryption_keys(as_json)
+    with psycopg.connect(_database_url()) as conn:
+        try:
+            result = crypto.reencrypt_stored(conn, keys, dry_run=dry_run)
+        except crypto.UnreadableSecretsError as exc:
+            _fail(str(exc), code=1, error="unreadable_secrets", as_json=as_json, unreadable=exc.count)
+    if as_json:
+        typer.echo(json.dumps({**dataclasses.asdict(result), "dry_run": dry_run}))
+        return
+    verb = "would be re-encrypted" if dry_run else "re-encrypted"
+    typer.echo(
+        f"{result.total} stored secret(s): {result.rewritten} {verb} under the first key, "
+        f"{result.already} already were, {result.changed_meanwhile} changed meanwhile"
+    )
+
+
+encryption_keys = typer.Typer(help="The key list of AUTOSYNC_ENCRYPTION_KEY and the secrets stored under it.")
+app.add_typer(encryption_keys, name="encryption-keys")
+
+
+@encryption_keys.command("usage")
+def encryption_keys_usage(as_json: bool = JSON_OPTION) -> None:
+    """How many stored secrets each key of AUTOSYNC_ENCRYPTION_KEY decrypts, and how many none does.
+
+    Keys are named by their position in the list, never printed. A key that decrypts nothing can be
+    dropped (after `autosync reencrypt`, only the first one is needed). Exit 1 when some stored
+    secret is readable with no key of the list.
+    """
+    import dataclasses
+    import json
+
+    import psycopg
+
+    from sync_function import crypto
+
+    keys = _encryption_keys(as_json)
+    with psycopg.connect(_database_url()) as conn:
+        usage = crypto.key_usage(conn, keys)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(usage)))
+    else:
+        for position, count in enumerate(usage.per_key, start=1):
+            role = "encrypts" if position == 1 else "decrypts"
+            typer.echo(f"key {position} of {len(keys)} ({role}): {count} stored secret(s)")
+        typer.echo(f"{usage.unreadable} of {usage.total} stored secret(s) readable with no key of the list")
+    if usage.unreadable:
         raise typer.Exit(1)
 
 

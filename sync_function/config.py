@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_function.crypto import KeyListError, parse_keys
 from sync_function.imap import DEFAULT_TIMEOUT_S
 from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
@@ -65,12 +65,13 @@ class Config(BaseSettings):
 
     @field_validator("encryption_key")
     @classmethod
-    def _fernet_key(cls, value: SecretStr) -> SecretStr:
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        # One key, or NEW,OLD while a key is rotated (sync_function/crypto.py).
         try:
-            Fernet(value.get_secret_value().encode())
-        except ValueError:
+            parse_keys(value.get_secret_value())
+        except KeyListError as exc:
             raise ValueError(
-                "must be a Fernet key (32 url-safe base64-encoded bytes); generate one with "
+                f"{exc}; generate a key with "
                 'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             ) from None
         return value

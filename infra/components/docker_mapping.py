@@ -29,9 +29,40 @@ RESTART_POLICY = "unless-stopped"
 
 
 def duration(seconds: float) -> str:
-    """A Docker duration string: 2.0 → "2s", 0.5 → "500ms"."""
-    millis = round(seconds * 1000)
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+    """`seconds` as Go prints a `time.Duration`: 2 → "2s", 60 → "1m0s", 0.5 → "500ms", 5400 → "1h30m0s".
+
+    The docker provider sends these strings to Docker as nanoseconds and reads them back with Go's
+    `Duration.String()` (terraform-provider-docker, internal/provider/resource_docker_container_funcs.go,
+    the healthcheck block of the read). Any other spelling ("60s") differs from what it reads back
+    and shows as an update on every `pulumi up`.
+    """
+    nanos = round(seconds * 1e9)
+    if nanos < 0:
+        raise ValueError(f"a duration cannot be negative (got {seconds})")
+    if nanos == 0:
+        return "0s"
+    if nanos < 1_000:
+        return f"{nanos}ns"
+    if nanos < 1_000_000:
+        return f"{_decimal(nanos, 3)}\u00b5s"  # Go writes the micro sign, U+00B5
+    if nanos < 1_000_000_000:
+        return f"{_decimal(nanos, 6)}ms"
+    whole_seconds, fraction = divmod(nanos, 1_000_000_000)
+    minutes, secs = divmod(whole_seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    text = f"{_decimal(secs * 1_000_000_000 + fraction, 9)}s"
+    if whole_seconds >= 60:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return text
+
+
+def _decimal(value: int, digits: int) -> str:
+    """`value / 10**digits` without trailing zeros: (1500, 3) → "1.5", (2000, 3) → "2"."""
+    whole, fraction = divmod(value, 10**digits)
+    decimals = f"{fraction:0{digits}d}".rstrip("0")
+    return f"{whole}.{decimals}" if decimals else str(whole)
 
 
 def relative_path(path: os.PathLike[str] | str) -> str:
@@ -61,6 +92,19 @@ def image_args(spec: ImageSpec, *, tag_override: str | None = None) -> docker.Im
         ),
         skip_push=True,
     )
+
+
+def image_reference(image: docker.Image) -> pulumi.Output[str]:
+    """What containers run: the built image's ID, not its `repository:tag` name.
+
+    A rebuild under the same name (a fixed tag, a changed build argument) leaves the name as it was,
+    so containers that name the image would keep running the old one; the ID changes with every
+    build, so the containers that run it are replaced. For images that are not pushed, pulumi-docker
+    reports the local image ID (`sha256:…`) as `repo_digest` (pulumi-docker, provider/image.go), and
+    the docker provider reads an image given as `sha256:…` back as that ID, so it shows no diff
+    (terraform-provider-docker, resourceDockerContainerRead).
+    """
+    return image.repo_digest
 
 
 def healthcheck_args(check: HealthCheck) -> docker.ContainerHealthcheckArgs:
@@ -108,12 +152,17 @@ def container_args(
     secrets: Mapping[str, pulumi.Input[str]],
     volume_names: Mapping[str, pulumi.Input[str]] | None = None,
 ) -> docker.ContainerArgs:
-    """A container for `spec` running `image`.
+    """A container for `spec` running `image`, which should be an image ID (`image_reference`).
 
     Host networking, as in the harness: the service binds `spec.port` on loopback itself, so no
     port is published. `volume_names` maps the spec's volume names to declared Volume names (so the
     container depends on the Volume resources). Containers with a health check are waited for:
     `pulumi up` proceeds only once Docker reports them healthy.
+
+    Stopping: the docker provider stops a container it replaces or destroys with
+    `destroy_grace_seconds`, and with 0 s (straight to SIGKILL) when that is unset
+    (terraform-provider-docker, resourceDockerContainerDelete); pulumi-docker replaces containers
+    delete-before-replace. `stop_timeout` gives `docker stop` and the daemon the same grace.
     """
     volume_names = volume_names or {}
     labels = [docker.ContainerLabelArgs(label=ENV_LABEL, value=env_label)]
@@ -135,6 +184,8 @@ def container_args(
         wait=check is not None,
         wait_timeout=wait_timeout_s(check) if check is not None else None,
         stop_signal=spec.stop_signal,
+        stop_timeout=spec.stop_grace_s,
+        destroy_grace_seconds=spec.stop_grace_s,
         labels=labels,
         restart=RESTART_POLICY,
         must_run=True,

@@ -1,15 +1,17 @@
-"""PostgreSQL 17 with pg_cron and http: image, data volume, and a container Pulumi waits on until healthy."""
+"""PostgreSQL 17 with pg_cron and http: image, data volume, a container Pulumi waits on until healthy,
+and the login role's password as the running server has it (rotated, not only redeployed)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import quote
 
 import pulumi
 import pulumi_docker as docker
 
 from infra.components import docker_mapping
+from infra.components.database_password import DatabasePassword, DatabasePasswordArgs
 from infra.containers import PostgresConfig, postgres_container
+from infra.dbpassword import Login
 
 
 @dataclass
@@ -32,18 +34,22 @@ class PostgresArgs:
 
 def database_url(config: PostgresConfig, password: str) -> str:
     """The URL clients use. The password is percent-encoded: a configured one may contain '@' or '/'."""
-    return (
-        f"postgresql://{config.user}:{quote(password, safe='')}@{config.host}:{config.port}/{config.database}"
-    )
+    return login(config).url(password)
+
+
+def login(config: PostgresConfig) -> Login:
+    return Login(host=config.host, port=config.port, user=config.user, database=config.database)
 
 
 class Postgres(pulumi.ComponentResource):
-    """The database server. `container` is what later steps depend on: with `wait` it is created
-    only once Docker reports the server healthy (accepting connections to the database)."""
+    """The database server. `container` is created only once Docker reports the server healthy
+    (`wait`); `password` then makes sure the server has the stack's password. `url` comes from
+    `password`, so whatever uses it waits for both."""
 
     image: docker.Image
     volumes: list[docker.Volume]
     container: docker.Container
+    password: DatabasePassword
     url: pulumi.Output[str]
 
     def __init__(self, name: str, args: PostgresArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -79,12 +85,22 @@ class Postgres(pulumi.ComponentResource):
             f"{name}-container",
             docker_mapping.container_args(
                 spec,
-                image=self.image.image_name,
+                image=docker_mapping.image_reference(self.image),
                 env_label=args.env_label,
                 secrets={"POSTGRES_PASSWORD": password},
                 volume_names=volume_names,
             ),
             child,
         )
-        self.url = pulumi.Output.secret(password.apply(lambda value: database_url(config, value)))
+        # POSTGRES_PASSWORD above only initialises an empty volume; this applies a changed password
+        # to the running server (with the previous one) before anything connects with it.
+        where = login(config)
+        self.password = DatabasePassword(
+            f"{name}-password",
+            DatabasePasswordArgs(
+                host=where.host, port=where.port, user=where.user, database=where.database, password=password
+            ),
+            pulumi.ResourceOptions(parent=self, depends_on=[self.container]),
+        )
+        self.url = pulumi.Output.secret(self.password.url)
         self.register_outputs({"url": self.url, "container_name": self.container.name})

@@ -24,7 +24,7 @@ class SyncFunctionArgs:
     database_url: pulumi.Input[str]
     service_key: pulumi.Input[str]
     jwt_secret: pulumi.Input[str]
-    encryption_key: pulumi.Input[str]
+    encryption_key: pulumi.Input[str]  # a key list (sync_function/crypto.py)
     port: int = 8000
     workers: int = 1
     image_tag: str | None = None
@@ -42,8 +42,10 @@ class SyncFunction(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: SyncFunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("autosync:sync_function:SyncFunction", name, None, opts)
-        # Children do not inherit the component's depends_on by themselves; the containers must
-        # not start before the database settings exist, so pass it on explicitly.
+        # Children do not inherit the component's depends_on by themselves. The containers must not
+        # start before the database is migrated and configured, so they get it explicitly; the image
+        # does not: it needs nothing from the database and builds meanwhile.
+        image_opts = pulumi.ResourceOptions(parent=self)
         child = pulumi.ResourceOptions(parent=self, depends_on=opts.depends_on if opts is not None else None)
         placeholder = docker_mapping.SECRET_PLACEHOLDER
         config = SyncFunctionConfig(
@@ -63,7 +65,7 @@ class SyncFunction(pulumi.ComponentResource):
         }
 
         self.image = docker.Image(
-            f"{name}-image", docker_mapping.image_args(image_spec, tag_override=args.image_tag), child
+            f"{name}-image", docker_mapping.image_args(image_spec, tag_override=args.image_tag), image_opts
         )
 
         specs = {"serve": sync_function_container(config, role="serve", image=image_spec)}
@@ -75,7 +77,10 @@ class SyncFunction(pulumi.ComponentResource):
             suffix: docker.Container(
                 f"{name}-{suffix}",
                 docker_mapping.container_args(
-                    spec, image=self.image.image_name, env_label=args.env_label, secrets=secrets
+                    spec,
+                    image=docker_mapping.image_reference(self.image),
+                    env_label=args.env_label,
+                    secrets=secrets,
                 ),
                 child,
             )

@@ -12,7 +12,8 @@ import pytest
 from infra.containers import REPO_ROOT
 from tests.infra.mocks import ProgramMocks, ProgramRun, RecordingMonitor
 
-PROGRAM = REPO_ROOT / "infra" / "__main__.py"
+# The entry point the engine runs (Pulumi.yaml has no `main`).
+PROGRAM = REPO_ROOT / "__main__.py"
 STACK = "dev"
 
 

@@ -10,6 +10,7 @@ providers return fixed values instead of touching a database.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,12 +19,22 @@ import pulumi
 from pulumi.runtime import mocks, rpc
 from pulumi.runtime.sync_await import _sync_await
 
+from infra.components.database_password import DatabasePasswordProvider
 from infra.components.database_settings import DatabaseSettingsProvider
+from infra.components.encryption import EncryptionKeysProvider, StoredSecretsProvider
 from infra.components.migrations import MigrationsProvider
 from infra.components.secrets import GeneratedSecretProvider
+from infra.dbpassword import Login
 
 MOCK_REVISION = "mock-head"
 DYNAMIC_TYPE_PREFIX = "pulumi-python:dynamic"
+IMAGE = "docker:index/image:Image"
+CONTAINER = "docker:index/container:Container"
+
+
+def mock_image_id(image_name: str) -> str:
+    """The image ID the mocks report as an Image's `repoDigest` (a local build's `sha256:…` ID)."""
+    return "sha256:" + hashlib.sha256(image_name.encode()).hexdigest()
 
 
 @dataclass
@@ -70,9 +81,18 @@ class ProgramMocks(pulumi.runtime.Mocks):
             if isinstance(provider, DatabaseSettingsProvider):
                 outs = {k: v for k, v in inputs.items() if k != "service_key"}
                 return f"{args.name}-id", outs
+            if isinstance(provider, DatabasePasswordProvider):
+                login = Login(inputs["host"], int(inputs["port"]), inputs["user"], inputs["database"])
+                return f"{args.name}-id", {**inputs, "url": login.url(inputs["password"])}
+            if isinstance(provider, EncryptionKeysProvider):
+                return f"{args.name}-id", {**inputs, "keys": inputs["configured"]}
+            if isinstance(provider, StoredSecretsProvider):
+                return f"{args.name}-id", {"database_url": inputs["database_url"], "reencrypted": 0}
             raise AssertionError(f"unexpected dynamic provider {type(provider).__name__}")
         outputs = dict(inputs)
-        if args.typ == "docker:index/container:Container":
+        if args.typ == IMAGE:
+            outputs["repoDigest"] = mock_image_id(inputs["imageName"])
+        if args.typ == CONTAINER:
             outputs.setdefault("name", inputs.get("name"))
         return f"{args.name}-id", outputs
 

@@ -129,3 +129,43 @@ def test_image_tag_covers_every_copied_source() -> None:
         if not any(Path(source.rstrip("/")).is_relative_to(covered) for covered in FUNCTION_SOURCES)
     ]
     assert not uncovered, f"add {uncovered} to FUNCTION_SOURCES, or a change there will not rebuild the image"
+
+
+def build_context_files(context: Path, dockerfile: str) -> set[str]:
+    """The files a builder receives from `context`, under its .dockerignore (docker-py applies the
+    same rules as the Docker CLI and pulumi-docker: last matching pattern wins, `!` re-includes)."""
+    exclude_paths = pytest.importorskip("docker.utils.build").exclude_paths
+    ignore = context / ".dockerignore"
+    patterns = [
+        line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    return {
+        path
+        for path in exclude_paths(str(context), patterns, dockerfile=dockerfile)
+        if (context / path).is_file()
+    }
+
+
+def test_function_build_context_is_an_allow_list() -> None:
+    sent = build_context_files(REPO_ROOT, FUNCTION_DOCKERFILE)
+    # Edits to these must not rebuild the image (pulumi-docker hashes the context it would send).
+    for outside in ("README.md", "Pulumi.yaml", "Pulumi.dev.yaml", "infra/program.py", "alembic.ini"):
+        assert outside not in sent, outside
+    assert not any(path.startswith(("tests/", "harness/", ".git/", ".venv/")) for path in sent)
+    assert not any("__pycache__" in path or path.endswith(".pyc") for path in sent)
+    assert {"pyproject.toml", FUNCTION_DOCKERFILE, "sync_function/cli.py"} <= sent
+
+
+def test_image_tag_and_build_context_cover_the_same_files() -> None:
+    sent = build_context_files(REPO_ROOT, FUNCTION_DOCKERFILE)
+    hashed = set()
+    for source in FUNCTION_SOURCES:
+        root = REPO_ROOT / source
+        files = [root] if root.is_file() else [p for p in root.rglob("*") if p.is_file()]
+        hashed |= {
+            str(p.relative_to(REPO_ROOT))
+            for p in files
+            if "__pycache__" not in p.parts and p.suffix != ".pyc"
+        }
+    # A file in the context but not in the tag would change the image without changing its tag.
+    assert sent == hashed

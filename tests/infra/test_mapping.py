@@ -6,6 +6,7 @@ Written in Pulumi's own unit-test style: declare the component under mocks, then
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pulumi
@@ -14,9 +15,22 @@ import pytest
 from infra.components import docker_mapping
 from infra.components.postgres import Postgres, PostgresArgs
 from infra.components.sync_function import SyncFunction, SyncFunctionArgs
-from infra.containers import ContainerSpec, HealthCheck, PostgresConfig, postgres_container, postgres_image
-from infra.function_specs import SyncFunctionConfig, sync_function_container, sync_function_image
-from tests.infra.mocks import RecordingMonitor
+from infra.containers import (
+    POSTGRES_STOP_GRACE_S,
+    ContainerSpec,
+    HealthCheck,
+    PostgresConfig,
+    postgres_container,
+    postgres_image,
+)
+from infra.function_specs import (
+    SERVE_STOP_GRACE_S,
+    WORKER_STOP_GRACE_S,
+    SyncFunctionConfig,
+    sync_function_container,
+    sync_function_image,
+)
+from tests.infra.mocks import RecordingMonitor, mock_image_id
 
 PASSWORD = "pw-" + "x" * 20
 
@@ -50,9 +64,11 @@ def test_postgres_container_matches_the_spec(monitor: RecordingMonitor) -> pulum
     container = postgres.container
 
     def check(values: list[object]) -> None:
-        name, image, command, envs, network, healthcheck, volumes, stop_signal, wait, url = values
+        name, image, command, envs, network, healthcheck, volumes, stop_signal, wait, url, image_name = values
         assert name == spec.name
-        assert image == spec.image.tag == postgres_image().tag
+        # The container runs the built image's ID, so a rebuild under the same name replaces it.
+        assert image_name == spec.image.tag == postgres_image().tag
+        assert image == mock_image_id(spec.image.tag)
         assert command == list(spec.command)
         assert envs == expected_env(spec)  # the real password replaced the placeholder
         assert network == "host"
@@ -73,6 +89,7 @@ def test_postgres_container_matches_the_spec(monitor: RecordingMonitor) -> pulum
         container.stop_signal,
         container.wait,
         postgres.url,
+        postgres.image.image_name,
     ).apply(check)
 
 
@@ -105,7 +122,7 @@ def test_function_containers_match_the_specs(monitor: RecordingMonitor) -> pulum
             containers, [serve_spec, *worker_specs], strict=True
         ):
             assert name == spec.name
-            assert image == sync_function_image().tag
+            assert image == mock_image_id(sync_function_image().tag)
             assert command == list(spec.command)
             assert envs == expected_env(spec)
             if spec.healthcheck is None:
@@ -128,9 +145,99 @@ def test_container_args_refuse_missing_or_extra_secrets() -> None:
         docker_mapping.env_list(spec, {"POSTGRES_PASSWORD": "x", "PGPORT": "1"})
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(2.0, "2s"), (60, "60s"), (0.5, "500ms"), (1.25, "1250ms")])
-def test_duration(seconds: float, text: str) -> None:
+# Go's `time.Duration.String()` for these durations: what the docker provider reads back from Docker.
+# Anything else ("60s" for a minute) is a diff on every `pulumi up`.
+GO_DURATIONS = [
+    (0, "0s"),
+    (2.0, "2s"),
+    (5, "5s"),
+    (30, "30s"),
+    (60, "1m0s"),
+    (90.5, "1m30.5s"),
+    (3600 + 120 + 0.3, "1h2m0.3s"),
+    (3600 + 15 * 60 + 30.918273645, "1h15m30.918273645s"),
+    (0.5, "500ms"),
+    (0.3, "300ms"),
+    (1.25, "1.25s"),
+    (0.0015, "1.5ms"),
+    (1.5e-6, "1.5\u00b5s"),
+    (5e-9, "5ns"),
+]
+
+
+@pytest.mark.parametrize(("seconds", "text"), GO_DURATIONS)
+def test_duration_is_gos_spelling(seconds: float, text: str) -> None:
     assert docker_mapping.duration(seconds) == text
+
+
+def test_negative_duration_is_refused() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        docker_mapping.duration(-1)
+
+
+GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "\u00b5s": 1e-6, "ns": 1e-9}
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds of a Go duration string, the way the provider turns it into nanoseconds for Docker."""
+    parts = re.findall(r"([0-9.]+)(h|ms|m|\u00b5s|ns|s)", text)
+    assert "".join(number + unit for number, unit in parts) == text, f"not a Go duration: {text!r}"
+    return sum(float(number) * GO_UNITS[unit] for number, unit in parts)
+
+
+@pulumi.runtime.test
+def test_every_health_check_duration_reads_back_unchanged(monitor: RecordingMonitor) -> pulumi.Output[None]:
+    postgres = Postgres("pg", PostgresArgs(container_name="t-postgres", password=PASSWORD))
+    function = SyncFunction(
+        "fn",
+        SyncFunctionArgs(
+            name_prefix="t-fn",
+            database_url="postgresql://u:p@h/d",
+            service_key="k" * 40,
+            jwt_secret="j" * 40,
+            encryption_key="e" * 44,
+        ),
+    )
+
+    def check(checks: list[dict[str, object]]) -> None:
+        durations = [str(c[key]) for c in checks if c for key in ("interval", "timeout", "start_period")]
+        assert "1m0s" in durations  # Postgres's start period: the case that used to read back changed
+        for text in durations:
+            assert docker_mapping.duration(parse_go_duration(text)) == text
+
+    return pulumi.Output.all(postgres.container.healthcheck, function.serve.healthcheck).apply(check)
+
+
+@pulumi.runtime.test
+def test_containers_are_stopped_with_their_grace(monitor: RecordingMonitor) -> pulumi.Output[None]:
+    postgres = Postgres("pg", PostgresArgs(container_name="t-postgres", password=PASSWORD))
+    function = SyncFunction(
+        "fn",
+        SyncFunctionArgs(
+            name_prefix="t-fn",
+            database_url="postgresql://u:p@h/d",
+            service_key="k" * 40,
+            jwt_secret="j" * 40,
+            encryption_key="e" * 44,
+            workers=1,
+        ),
+    )
+    containers = [postgres.container, function.serve, *function.workers]
+
+    def check(values: list[object]) -> None:
+        graces = [values[i : i + 2] for i in range(0, len(values), 2)]
+        # Unset, the provider stops with 0 s: SIGKILL, crash recovery for Postgres, killed imports.
+        assert graces == [
+            [POSTGRES_STOP_GRACE_S, POSTGRES_STOP_GRACE_S],
+            [SERVE_STOP_GRACE_S, SERVE_STOP_GRACE_S],
+            [WORKER_STOP_GRACE_S, WORKER_STOP_GRACE_S],
+        ]
+        assert POSTGRES_STOP_GRACE_S >= 60 and WORKER_STOP_GRACE_S >= 60
+
+    outputs: list[pulumi.Output[object]] = []
+    for container in containers:
+        outputs += [container.destroy_grace_seconds, container.stop_timeout]
+    return pulumi.Output.all(*outputs).apply(check)
 
 
 def test_image_args_build_locally_with_host_network(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.components.secrets import GeneratedSecret
+from infra.components.secrets import GeneratedSecret, generate
 from infra.stack_config import StackConfigError
-from tests.infra.mocks import MOCK_REVISION, ProgramRun, resolve
+from tests.infra.mocks import MOCK_REVISION, ProgramRun, mock_image_id, resolve
 
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/image:Image"
@@ -18,8 +18,13 @@ VOLUME = "docker:index/volume:Volume"
 MIGRATIONS = "pulumi-python:dynamic/autosync:Migrations"
 SETTINGS = "pulumi-python:dynamic/autosync:DatabaseSettings"
 GENERATED = f"pulumi-python:{GeneratedSecret._resource_type_name}"
+DB_LOGIN = "pulumi-python:dynamic/autosync:DatabasePassword"
+KEYS = "pulumi-python:dynamic/autosync:EncryptionKeys"
+STORED = "pulumi-python:dynamic/autosync:StoredSecrets"
 
 KEY = "s" * 48
+FERNET_NEW = generate("fernet", 32)
+FERNET_OLD = generate("fernet", 32)
 EXISTING_DB = "postgresql://app:pw@db.example.com:5432/autosync"
 
 
@@ -70,6 +75,62 @@ def test_order_database_migrations_settings_function(run_program) -> None:  # ty
     # The containers themselves wait too, not only their component.
     for name in ("sync-function-serve", "sync-function-worker-1"):
         assert settings.urn in monitor.by_name(name).dependencies
+
+
+def test_the_image_builds_without_waiting_for_the_database(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program().monitor
+    waits_for = set(monitor.by_name("sync-function-image").dependencies)
+    for name in (
+        "postgres-container",
+        "postgres-password",
+        "migrations",
+        "database-settings",
+        "encryption-keys",
+    ):
+        assert monitor.by_name(name).urn not in waits_for, name
+    assert monitor.by_name("postgres-image").dependencies == []
+
+
+def test_password_is_applied_before_anything_connects(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program({"postgresPort": "55432", "databaseUser": "owner"}).monitor
+    password = monitor.by_name("postgres-password")
+    assert password.type == DB_LOGIN
+    assert monitor.by_name("postgres-container").urn in password.dependencies
+    assert password.is_secret("password")
+    assert {key: password.plain(key) for key in ("host", "port", "user", "database")} == {
+        "host": "127.0.0.1",
+        "port": 55432,
+        "user": "owner",
+        "database": "autosync",
+    }
+    # The URL the migrations, settings and containers use is the password resource's output.
+    for name in ("migrations", "database-settings", "encryption-keys", "sync-function-serve"):
+        assert password.urn in monitor.by_name(name).dependencies, name
+    assert password.plain("password") in monitor.by_name("migrations").plain("database_url")
+
+
+def test_encryption_keys_before_the_containers_reencryption_after(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program({"workers": "2"}).monitor
+    keys = monitor.by_name("encryption-keys")
+    stored = monitor.by_name("stored-secrets")
+    generated = monitor.by_name("secrets-encryption-key")
+    assert keys.type == KEYS and stored.type == STORED
+    assert generated.urn in keys.dependencies and monitor.by_name("migrations").urn in keys.dependencies
+    assert keys.is_secret("configured") and stored.is_secret("keys")
+    containers = ["sync-function-serve", "sync-function-worker-1", "sync-function-worker-2"]
+    for name in containers:
+        container = monitor.by_name(name)
+        assert keys.urn in container.dependencies, name
+        # The containers get the key list, not the configured key alone.
+        assert f"AUTOSYNC_ENCRYPTION_KEY={keys.plain('configured')}" in container.plain("envs")
+        assert container.urn in stored.dependencies, name
+
+
+def test_configured_key_list_reaches_the_keyring(run_program) -> None:  # type: ignore[no-untyped-def]
+    key_list = f"{FERNET_NEW},{FERNET_OLD}"
+    monitor = run_program({"encryptionKey": key_list}, secret={"encryptionKey"}).monitor
+    assert monitor.by_name("encryption-keys").plain("configured") == key_list
+    assert "secrets-encryption-key" not in {r.name for r in monitor.by_type(GENERATED)}
 
 
 def test_exports(run_program) -> None:  # type: ignore[no-untyped-def]
@@ -143,6 +204,9 @@ def test_existing_database_with_local_function(run_program) -> None:  # type: ig
     assert docker_resources(run) == ["sync-function-image", "sync-function-serve", "sync-function-worker-1"]
     assert "secrets-database-password" not in {r.name for r in monitor.by_type(GENERATED)}
     assert f"DATABASE_URL={EXISTING_DB}" in monitor.by_name("sync-function-worker-1").plain("envs")
+    # The stack does not own that database's password, so it does not manage it.
+    assert monitor.by_type(DB_LOGIN) == []
+    assert monitor.by_name("encryption-keys").plain("database_url") == EXISTING_DB
 
 
 def test_existing_function_with_local_database(run_program) -> None:  # type: ignore[no-untyped-def]
@@ -153,6 +217,8 @@ def test_existing_function_with_local_database(run_program) -> None:  # type: ig
         "postgres-volume-autosync-pulumi-dev-postgres-data",
     ]
     assert run.monitor.by_name("database-settings").plain("function_url") == "http://10.0.0.5:8000"
+    # No function container here, so no key list and nothing to re-encrypt from this stack.
+    assert run.monitor.by_type(KEYS) == [] and run.monitor.by_type(STORED) == []
 
 
 @pytest.mark.parametrize("workers", [0, 3])
@@ -178,5 +244,7 @@ def test_invalid_config_stops_the_program_before_any_resource(run_program) -> No
 def test_image_tag_override(run_program) -> None:  # type: ignore[no-untyped-def]
     monitor = run_program({"postgresImageTag": "17-custom", "functionImageTag": "v1"}).monitor
     assert monitor.by_name("postgres-image").plain("imageName") == "autosync-postgres:17-custom"
-    assert monitor.by_name("postgres-container").plain("image") == "autosync-postgres:17-custom"
-    assert monitor.by_name("sync-function-serve").plain("image") == "autosync-sync-function:v1"
+    assert monitor.by_name("postgres-container").plain("image") == mock_image_id(
+        "autosync-postgres:17-custom"
+    )
+    assert monitor.by_name("sync-function-serve").plain("image") == mock_image_id("autosync-sync-function:v1")

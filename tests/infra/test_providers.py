@@ -1,8 +1,8 @@
 """The dynamic providers: they pickle the way Pulumi ships them, and they do the right thing.
 
-The first half is offline. The second half (marked `docker`) calls create/update/read/delete
-directly against a real Postgres, exactly as Pulumi's provider host would.
-"""
+The first half is offline. The second half (marked `docker`) calls the providers' methods directly
+against a real Postgres; test_provider_host.py makes the same calls through the provider host the
+engine launches, over gRPC."""
 
 from __future__ import annotations
 
@@ -15,12 +15,21 @@ import pytest
 from pulumi.dynamic.dynamic import serialize_provider
 
 from infra import dbsettings, migrations
+from infra.components.database_password import DatabasePasswordProvider
 from infra.components.database_settings import DatabaseSettingsProvider, key_digest
+from infra.components.encryption import EncryptionKeysProvider, StoredSecretsProvider
 from infra.components.migrations import MigrationsProvider, versions_hash
 from infra.components.secrets import GeneratedSecretProvider, generate
 from infra.containers import PostgresConfig
 
-PROVIDERS = [GeneratedSecretProvider, MigrationsProvider, DatabaseSettingsProvider]
+PROVIDERS = [
+    GeneratedSecretProvider,
+    MigrationsProvider,
+    DatabaseSettingsProvider,
+    DatabasePasswordProvider,
+    EncryptionKeysProvider,
+    StoredSecretsProvider,
+]
 
 
 @pytest.mark.parametrize("provider_class", PROVIDERS)

@@ -149,3 +149,23 @@ def test_bad_build_args() -> None:
 def test_repr_shows_no_secret() -> None:
     cfg = config({"serviceKey": KEY, "databasePassword": "p" * 20}, secret={"serviceKey", "databasePassword"})
     assert KEY not in repr(cfg) and "p" * 20 not in repr(cfg)
+
+
+def test_encryption_key_may_be_a_key_list() -> None:
+    # NEW,OLD: a key the stack does not know yet (stored secrets under OLD get re-encrypted under NEW).
+    key_list = f"{generate('fernet', 32)},{FERNET}"
+    assert config({"encryptionKey": key_list}, secret={"encryptionKey"}).encryption_key == key_list
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (f"{FERNET},", "URL-safe base64 of 32 bytes"),
+        (f"{FERNET}, {FERNET}", "URL-safe base64 of 32 bytes"),
+        (f"{FERNET},{FERNET}", "lists the same key twice"),
+    ],
+)
+def test_bad_key_list_names_the_key(value: str, expected: str) -> None:
+    message = problems({"encryptionKey": value}, secret={"encryptionKey"})
+    assert "autosync:encryptionKey:" in message and expected in message
+    assert FERNET not in message
