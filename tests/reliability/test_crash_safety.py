@@ -15,14 +15,13 @@ import pytest
 
 from harness import docker_local, mailgen
 from harness.dovecot import DovecotServer
-from harness.service import Service, make_config
+from harness.service import Service, make_config, running_service
 from infra import migrations
 from infra.containers import PostgresConfig
 from tests.support.api import add_account, enable, trigger
 from tests.support.reliability import (
     FAST_RECOVERY,
     WorkerProcess,
-    api_for,
     attempts_of,
     run_row,
     served,
@@ -164,7 +163,7 @@ def test_postgres_restart_mid_import(  # type: ignore[no-untyped-def]
 ) -> None:
     settings = make_config(own_database)
     container = docker_engine.containers.get(fresh_postgres.name)  # this test's own container
-    with api_for(settings) as api, users(own_database) as (user,):
+    with running_service(settings) as api, users(own_database) as (user,):
         name = mailbox_with_mail(api, user, dovecot, seed=SEED % 997)
         with worker_process(settings, tmp_path / "worker.log", **FAST_RECOVERY, **BATCH) as worker:
             run_id = trigger(api, user)

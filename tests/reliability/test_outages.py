@@ -14,12 +14,12 @@ import pytest
 from harness import docker_local, mailgen
 from harness.dovecot import DovecotServer
 from harness.ports import free_port
-from harness.service import Service, WorkerThread, make_config, run_uvicorn
+from harness.service import Service, WorkerThread, make_config, run_uvicorn, running_service
 from infra import dbsettings, migrations
 from infra.containers import PostgresConfig
 from sync_function.crypto import encrypt_password
 from tests.support.api import enable, trigger, wait_for_run
-from tests.support.reliability import SilentServer, api_for, attempts_of, closed_port, wait_until
+from tests.support.reliability import SilentServer, attempts_of, closed_port, wait_until
 from tests.support.users import users
 
 pytestmark = pytest.mark.docker
@@ -165,7 +165,7 @@ def test_database_down_at_trigger_time(  # type: ignore[no-untyped-def]
     """The function's database is down when pg_cron's trigger arrives: 503 with a reason, cron sees it."""
     settings = make_config(own_database)
     container = docker_engine.containers.get(fresh_postgres.name)  # this test's own container
-    with api_for(settings) as api, users(own_database) as (user,):
+    with running_service(settings) as api, users(own_database) as (user,):
         enable(api, user)
         container.stop(timeout=10)
         try:

@@ -15,15 +15,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import imapclient
 import psycopg
 
 from harness.dovecot import DovecotServer
 from harness.ports import free_port
-from harness.service import Service, run_uvicorn, worker_env
+from harness.service import worker_env
 from sync_function.config import Config
-from sync_function.main import create_app
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -94,20 +92,6 @@ FAST_RECOVERY = {
     "AUTOSYNC_IMAP_TIMEOUT_SECONDS": "5",
     "AUTOSYNC_LOG_LEVEL": "info",
 }
-
-
-@contextmanager
-def api_for(config: Config, ssl_context: object = None) -> Iterator[Service]:
-    """The real app under uvicorn on a free loopback port, for a database other than the session's."""
-    port = free_port()
-    server, thread = run_uvicorn(create_app(config, imap_ssl_context=ssl_context), port)  # type: ignore[arg-type]
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=url, timeout=30) as client:
-            yield Service(url=url, config=config, client=client)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def served(dovecot: DovecotServer, user: str) -> dict[int, str]:
