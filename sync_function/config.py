@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -95,8 +94,3 @@ def load_config() -> Config:
         return Config()  # type: ignore[call-arg]
     except ValidationError as error:
         raise ConfigError(_describe(error)) from None
-
-
-@lru_cache(maxsize=1)
-def cached_config() -> Config:
-    return load_config()

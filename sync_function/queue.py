@@ -121,7 +121,3 @@ async def _retry_stalled_jobs(app: procrastinate.App, *, every_s: float, silent_
             raise
         except Exception as exc:  # the database may be briefly away; try again next round
             log.warning("stalled-job check failed", error=type(exc).__name__)
-
-
-def main(config: Config) -> None:
-    asyncio.run(run_worker(config))
