@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
