@@ -129,6 +129,16 @@ class DovecotServer:
         self._exec(["doveadm", "mailbox", "update", "-u", user, "--uid-validity", str(new), mailbox])
         return new
 
+    def expunge(self, user: str, uids: Iterable[int], mailbox: str = "INBOX") -> None:
+        """Delete messages on the server (as a user's other mail client would)."""
+        client = self._login(user)
+        try:
+            client.select_folder(mailbox)
+            client.delete_messages(list(uids))
+            client.expunge()
+        finally:
+            client.logout()
+
     def _login(self, user: str) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
         client.login(user, self.users[user])

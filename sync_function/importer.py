@@ -15,10 +15,15 @@ How a run goes:
 5. Store UIDNEXT/HIGHESTMODSEQ only once every batch is in: until then a rerun cannot take the
    "nothing new" shortcut.
 
-UIDVALIDITY change: the server says the old UIDs mean nothing any more, so the rows stored under
-the previous UIDVALIDITY for that mailbox are deleted and the checkpoint reset in one transaction,
-and the mailbox is imported again from UID 1. The stored set then equals the server's mailbox
-(no duplicates, no stale UIDs); message ids (`messages.id`) of those rows change.
+UIDVALIDITY change: the server says the old UIDs mean nothing any more. The checkpoint is reset
+and the mailbox read again from UID 1, but stored rows are kept: each fetched message whose SHA-256
+matches a row stored under another UIDVALIDITY of that mailbox moves that row to its new
+(UIDVALIDITY, UID) instead of inserting a copy (same bytes, same `messages.id`). Only messages no
+stored row matches are inserted. Rows nothing matches (deleted on the server meanwhile) keep their
+old UIDVALIDITY: the store never loses mail because the server renumbered. Equal bytes stored twice
+pair up one to one, in UID order. Too-large placeholders (no bytes, no hash, nothing to match) of
+the old UIDVALIDITY are dropped and recorded again under the new one. The re-match survives a
+crash: whatever a run did not move yet is still under the old UIDVALIDITY for the next run.
 
 Messages above `max_message_bytes` are stored as rows with `skipped_reason = 'too_large'`, their
 size and no bytes; their bodies are never fetched.
@@ -92,9 +97,83 @@ LEFT JOIN public.mailbox_state AS s ON s.account_id = a.id AND s.mailbox = %(mai
 WHERE a.id = %(account_id)s
 """
 
-DELETE_OTHER_UIDVALIDITY = """
+# Placeholders carry no bytes and no hash: nothing could re-match them, and the new run records them again.
+DELETE_OLD_PLACEHOLDERS = """
 DELETE FROM public.messages
-WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s AND uidvalidity <> %(uidvalidity)s
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
+  AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
+  AND skipped_reason IS NOT NULL
+"""
+
+# Rows stored under another UIDVALIDITY of this mailbox, indexed by hash for the whole run. Two
+# range conditions (not <>) so that the unique index on (account, mailbox, uidvalidity, uid)
+# finds them without reading the mailbox's current rows.
+CREATE_REMATCH_TABLE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS autosync_rematch (id bigint, uid bigint, sha256 bytea)
+ON COMMIT PRESERVE ROWS
+"""
+CREATE_REMATCH_INDEX = "CREATE INDEX IF NOT EXISTS autosync_rematch_sha256 ON autosync_rematch (sha256)"
+CLEAR_REMATCH = "TRUNCATE autosync_rematch"
+FILL_REMATCH = """
+INSERT INTO autosync_rematch (id, uid, sha256)
+SELECT id, uid, sha256 FROM public.messages
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
+  AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
+  AND sha256 IS NOT NULL
+"""
+
+# Within a batch's transaction, after the batch is in autosync_import_batch: move every stored row
+# whose bytes came back under a new UID to that UID, and drop those messages from the batch.
+# The n-th copy of equal bytes in the batch takes the n-th stored copy (both in UID order); a UID
+# already stored under the current UIDVALIDITY (a rerun) never takes a second row.
+REMATCH_BATCH = """
+WITH wanted AS (
+    SELECT b.uid, b.sha256, row_number() OVER (PARTITION BY b.sha256 ORDER BY b.uid) AS n
+    FROM autosync_import_batch AS b
+    WHERE b.sha256 IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM public.messages AS m
+          WHERE m.account_id = %(account_id)s AND m.mailbox = %(mailbox)s
+            AND m.uidvalidity = %(uidvalidity)s AND m.uid = b.uid
+      )
+),
+previous AS (
+    SELECT r.id, r.sha256, row_number() OVER (PARTITION BY r.sha256 ORDER BY r.uid) AS n
+    FROM autosync_rematch AS r
+    WHERE r.sha256 IN (SELECT sha256 FROM wanted)
+),
+moved AS (
+    UPDATE public.messages AS m
+    SET uidvalidity = %(uidvalidity)s, uid = w.uid
+    FROM wanted AS w JOIN previous AS p USING (sha256, n)
+    WHERE m.id = p.id
+    RETURNING m.id, m.uid
+),
+forgotten AS (
+    DELETE FROM autosync_rematch AS r USING moved WHERE r.id = moved.id
+)
+DELETE FROM autosync_import_batch AS b USING moved WHERE b.uid = moved.uid
+"""
+
+# The same for one message, on the row-by-row path; returns a row when a stored row was moved.
+REMATCH_ONE = """
+WITH target AS (
+    SELECT r.id FROM autosync_rematch AS r
+    WHERE r.sha256 = %(sha256)s
+      AND NOT EXISTS (
+          SELECT 1 FROM public.messages AS m
+          WHERE m.account_id = %(account_id)s AND m.mailbox = %(mailbox)s
+            AND m.uidvalidity = %(uidvalidity)s AND m.uid = %(uid)s
+      )
+    ORDER BY r.uid
+    LIMIT 1
+),
+moved AS (
+    UPDATE public.messages AS m SET uidvalidity = %(uidvalidity)s, uid = %(uid)s
+    FROM target WHERE m.id = target.id
+    RETURNING m.id
+)
+DELETE FROM autosync_rematch AS r USING moved WHERE r.id = moved.id RETURNING r.id
 """
 
 RESET_STATE = """
@@ -188,7 +267,9 @@ class ImportResult:
 
     fetched: bodies downloaded; imported: new rows with bytes; skipped: new rows without bytes
     (too large); duplicates: rows already stored (a crashed run's batch); bytes: bytes downloaded;
-    removed: rows of an old UIDVALIDITY deleted; round_trips: IMAP commands after login.
+    rematched: rows stored under an old UIDVALIDITY moved to their new UID (not copied);
+    removed: too-large placeholders of an old UIDVALIDITY dropped (recorded again under the new
+    one); round_trips: IMAP commands after login.
     """
 
     account_id: UUID
@@ -203,6 +284,7 @@ class ImportResult:
     seconds: float = 0.0
     unchanged: bool = False
     uidvalidity_changed: bool = False
+    rematched: int = 0
     removed: int = 0
     round_trips: int = 0
     imap_commands: tuple[str, ...] = field(default=(), repr=False)
@@ -215,6 +297,7 @@ class _Counts:
     skipped: int = 0
     duplicates: int = 0
     bytes: int = 0
+    rematched: int = 0
     removed: int = 0
 
 
@@ -281,7 +364,7 @@ def import_mailbox(
         if stored_uidvalidity != uidvalidity:
             params["uidvalidity"] = uidvalidity
             with conn.transaction():
-                counts.removed = conn.execute(DELETE_OTHER_UIDVALIDITY, params).rowcount
+                counts.removed = conn.execute(DELETE_OLD_PLACEHOLDERS, params).rowcount
                 conn.execute(RESET_STATE, params)
             last_uid = 0
         params["uidvalidity"] = uidvalidity
@@ -296,10 +379,15 @@ def import_mailbox(
         with conn.transaction():
             conn.execute(CREATE_BATCH_TABLE)
             row = conn.execute(MAX_STORED_UID, params).fetchone()
+            rematch = _collect_rematch(conn, params) if new_uids else False
         # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
-        # concurrent import: then every batch takes the slower path that skips duplicates.
+        # concurrent import: then every batch takes the slower path that skips duplicates. Rows of
+        # an old UIDVALIDITY waiting to be re-matched take it too.
         writer = _BatchWriter(
-            conn, params={**params, "user_id": user_id}, direct=bool(row and row[0] <= last_uid)
+            conn,
+            params={**params, "user_id": user_id},
+            direct=bool(row and row[0] <= last_uid) and not rematch,
+            rematch=rematch,
         )
 
         batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
@@ -345,6 +433,7 @@ def import_mailbox(
             bytes=counts.bytes,
             seconds=time.perf_counter() - started,
             uidvalidity_changed=changed,
+            rematched=counts.rematched,
             removed=counts.removed,
             round_trips=session.round_trips,
             imap_commands=tuple(session.commands),
@@ -366,6 +455,18 @@ def _check_arguments(
         raise ValueError(
             "import_mailbox needs an idle connection (no open transaction): each batch commits on its own"
         )
+
+
+def _collect_rematch(conn: psycopg.Connection[Any], params: dict[str, Any]) -> bool:
+    """Gather the rows of other UIDVALIDITYs of the mailbox; True when there are any.
+
+    Usually there are none and this is one cheap index probe. The table lives for the session
+    (the pool's connection), refilled at each run, so a crashed run leaves nothing stale behind.
+    """
+    conn.execute(CREATE_REMATCH_TABLE)
+    conn.execute(CREATE_REMATCH_INDEX)
+    conn.execute(CLEAR_REMATCH)
+    return conn.execute(FILL_REMATCH, params).rowcount > 0
 
 
 def _conflict_message(account: ImapAccount) -> str:
@@ -422,9 +523,11 @@ class _BatchWriter:
     conn: psycopg.Connection[Any]
     params: dict[str, Any]
     direct: bool
+    rematch: bool = False
+    rematched: int = 0
 
     def write(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
-        """Store `messages`; returns (new stored rows, new skipped rows)."""
+        """Store `messages`; returns (new stored rows, new skipped rows), re-matched rows not counted."""
         try:
             if self.direct:
                 try:
@@ -441,6 +544,14 @@ class _BatchWriter:
         stored = skipped = 0
         with self.conn.transaction(), self.conn.cursor() as cur:
             for message in messages:
+                moved = (
+                    self.rematch
+                    and message.sha256 is not None
+                    and cur.execute(REMATCH_ONE, _params(message)).fetchone() is not None
+                )
+                if moved:
+                    self.rematched += 1
+                    continue
                 try:
                     with self.conn.transaction():
                         inserted = cur.execute(INSERT_ONE, _params(message)).fetchone()
@@ -471,6 +582,8 @@ class _BatchWriter:
                 copy.set_types(MESSAGE_TYPES)
                 for message in messages:
                     copy.write_row(_as_row(message))
+            if self.rematch:
+                self.rematched += cur.execute(REMATCH_BATCH, self.params).rowcount
             counts = cur.execute(INSERT_BATCH).fetchone()
             assert counts is not None
             self._advance(cur, last_uid)
@@ -551,7 +664,10 @@ def _store_batch(
                 raw=None,
             )
         )
+    rematched_before = writer.rematched
     imported, skipped_new = writer.write(messages, last_uid=last_uid)
+    rematched = writer.rematched - rematched_before
     counts.imported += imported
     counts.skipped += skipped_new
-    counts.duplicates += len(messages) - imported - skipped_new
+    counts.rematched += rematched
+    counts.duplicates += len(messages) - imported - skipped_new - rematched
