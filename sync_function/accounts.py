@@ -22,18 +22,18 @@ from sync_function.users import UnknownUser
 VERIFY_TIMEOUT_S = 15.0
 
 INSERT = """
-INSERT INTO public.email_accounts (user_id, host, port, tls_mode, username, password_encrypted, mailbox)
-VALUES (%(user_id)s, %(host)s, %(port)s, %(tls_mode)s, %(username)s, %(password)s, %(mailbox)s)
-RETURNING id, host, port, tls_mode, username, mailbox, created_at
+INSERT INTO public.email_accounts (user_id, host, port, tls_mode, username, password_encrypted, mailbox, ca_pem)
+VALUES (%(user_id)s, %(host)s, %(port)s, %(tls_mode)s, %(username)s, %(password)s, %(mailbox)s, %(ca_pem)s)
+RETURNING id, host, port, tls_mode, username, mailbox, ca_pem, created_at
 """
 
 LIST = """
-SELECT id, host, port, tls_mode, username, mailbox, created_at
+SELECT id, host, port, tls_mode, username, mailbox, ca_pem, created_at
 FROM public.email_accounts WHERE user_id = %(user_id)s ORDER BY created_at, id
 """
 
 WITH_SECRETS = """
-SELECT id, host, port, tls_mode, username, password_encrypted, mailbox
+SELECT id, host, port, tls_mode, username, password_encrypted, mailbox, ca_pem
 FROM public.email_accounts WHERE user_id = %(user_id)s ORDER BY created_at, id
 """
 
@@ -58,6 +58,7 @@ class AccountView:
     tls_mode: str
     username: str
     mailbox: str
+    ca_pem: str | None
     created_at: Any
 
 
@@ -72,6 +73,7 @@ def create(
     password: str,
     mailbox: str,
     encryption_key: str,
+    ca_pem: str | None = None,
 ) -> AccountView:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -84,6 +86,7 @@ def create(
                 "username": username,
                 "password": encrypt_password(encryption_key, password),
                 "mailbox": mailbox,
+                "ca_pem": ca_pem,
             },
         ).fetchone()
     assert row is not None
@@ -101,6 +104,7 @@ def verify_login(account: ImapAccount, *, timeout_s: float, ssl_context: ssl.SSL
             password=account.password,
             timeout_s=min(timeout_s, VERIFY_TIMEOUT_S),
             ssl_context=ssl_context,
+            ca_pem=account.ca_pem,
         ) as session:
             session.status(account.mailbox)
     except imap.ImapError as exc:
@@ -134,6 +138,7 @@ def add(
                 password=account.password,
                 mailbox=account.mailbox,
                 encryption_key=encryption_key,
+                ca_pem=account.ca_pem,
             )
     except psycopg.errors.UniqueViolation:
         raise DuplicateAccount("this mailbox is already added") from None
@@ -163,6 +168,7 @@ def imap_accounts(conn: Connection, *, user_id: uuid.UUID, encryption_key: str) 
             username=row["username"],
             password=decrypt_password(encryption_key, row["password_encrypted"]),
             mailbox=row["mailbox"],
+            ca_pem=row["ca_pem"],
         )
         for row in rows
     ]

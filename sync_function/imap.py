@@ -20,6 +20,8 @@ from typing import Literal, cast
 import imapclient
 from imapclient.exceptions import LoginError
 
+from sync_function.certs import context_trusting
+
 TlsMode = Literal["tls", "starttls", "plain"]
 TLS_MODES: tuple[TlsMode, ...] = ("tls", "starttls", "plain")
 # Seconds any one socket operation may wait; the one default (sync_function.config refers to it).
@@ -196,8 +198,14 @@ def connect(
     password: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
+    ca_pem: str | None = None,
 ) -> ImapSession:
-    """Connect and log in. `ssl_context` defaults to the system trust store with hostname checks."""
+    """Connect and log in.
+
+    Certificates are checked against, in this order: the account's own certificate authority
+    (`ca_pem`, added to the system store), the caller's `ssl_context`, the system trust store.
+    Host names are always checked.
+    """
     if tls_mode not in TLS_MODES:
         raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)} (got {tls_mode!r})")
     if not 1 <= port <= 65535:
@@ -205,14 +213,17 @@ def connect(
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive (got {timeout_s})")
     where = f"{host}:{port} ({tls_mode})"
-    context = ssl_context if ssl_context is not None else _system_context()
-    with _mapped(where, "connecting"):
+    if ca_pem:
+        context = context_trusting(ca_pem)
+    else:
+        context = ssl_context if ssl_context is not None else _system_context()
+    with _mapped(where, "connecting", private_ca=bool(ca_pem)):
         client = imapclient.IMAPClient(
             host, port=port, ssl=tls_mode == "tls", ssl_context=context, timeout=timeout_s
         )
     try:
         if tls_mode == "starttls":
-            with _mapped(where, "STARTTLS"):
+            with _mapped(where, "STARTTLS", private_ca=bool(ca_pem)):
                 if b"STARTTLS" not in client.capabilities():
                     raise ImapTlsError(
                         f"IMAP server {where} does not offer STARTTLS; use tls_mode 'tls' with its "
@@ -242,8 +253,35 @@ def _server_text(exc: BaseException) -> str:
     return text.strip() or type(exc).__name__
 
 
+def _untrusted(where: str, exc: ssl.SSLCertVerificationError, *, private_ca: bool) -> str:
+    """What the user can do about a certificate the connection did not trust."""
+    reason = exc.verify_message or exc.reason or "certificate not trusted"
+    if exc.verify_code == _HOSTNAME_MISMATCH:
+        return (
+            f"the TLS certificate of IMAP server {where} is not made out for that host name ({reason}); "
+            "use the host name the server's certificate names (ask your provider for the exact IMAP host)"
+        )
+    if private_ca:
+        return (
+            f"the TLS certificate of IMAP server {where} is not signed by the certificate authority given "
+            f"in ca_pem ({reason}); check that ca_pem is the authority that signed this server's certificate "
+            "(or the server's own certificate if it is self-signed)"
+        )
+    return (
+        f"the TLS certificate of IMAP server {where} is not trusted ({reason}); if the server uses a "
+        "certificate from a private certificate authority or a self-signed one, add that authority's "
+        "certificate (PEM) to the account as ca_pem; otherwise check the host name"
+    )
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH.
+_HOSTNAME_MISMATCH = 62
+
+
 @contextmanager
-def _mapped(where: str, action: str, *, mailbox: str | None = None) -> Iterator[None]:
+def _mapped(
+    where: str, action: str, *, mailbox: str | None = None, private_ca: bool = False
+) -> Iterator[None]:
     """Translate socket, TLS and imaplib errors into the ImapError family."""
     try:
         yield
@@ -252,10 +290,7 @@ def _mapped(where: str, action: str, *, mailbox: str | None = None) -> Iterator[
     except TimeoutError as exc:
         raise ImapTimeout(f"IMAP server {where} did not answer in time while {action}") from exc
     except ssl.SSLCertVerificationError as exc:
-        raise ImapTlsError(
-            f"the TLS certificate of IMAP server {where} is not trusted ({exc.verify_message}); "
-            "check the host name, or give an ssl_context that trusts the server's CA"
-        ) from exc
+        raise ImapTlsError(_untrusted(where, exc, private_ca=private_ca)) from exc
     except ssl.SSLError as exc:
         raise ImapTlsError(
             f"TLS with IMAP server {where} failed while {action} ({exc.reason or exc}); is this the "

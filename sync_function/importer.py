@@ -259,6 +259,8 @@ class ImapAccount:
     username: str
     password: str = field(repr=False)
     mailbox: str = "INBOX"
+    # PEM of the private certificate authority the server's certificate is signed by, if any.
+    ca_pem: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -338,6 +340,7 @@ def import_mailbox(
         password=account.password,
         timeout_s=timeout_s,
         ssl_context=ssl_context,
+        ca_pem=account.ca_pem,
     ) as session:
         status = session.status(account.mailbox)
         if (

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
+from sync_function.certs import MAX_CA_PEM_CHARS, validate_ca_pem
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +48,17 @@ class NewEmailAccount(Strict):
     username: str = Field(min_length=1, max_length=320)
     password: str = Field(min_length=1, max_length=1024)
     mailbox: str = Field(default="INBOX", min_length=1, max_length=512)
+    ca_pem: str | None = Field(
+        default=None,
+        max_length=MAX_CA_PEM_CHARS,
+        description="PEM certificate(s) of the private certificate authority that signs the server's "
+        "certificate (or the server's self-signed certificate); host names are still checked",
+    )
+
+    @field_validator("ca_pem")
+    @classmethod
+    def _ca_pem(cls, value: str | None) -> str | None:
+        return None if value is None else validate_ca_pem(value)
 
     @field_validator("host")
     @classmethod
@@ -70,6 +83,7 @@ class EmailAccount(BaseModel):
     tls_mode: str
     username: str
     mailbox: str
+    ca_pem: str | None = None
     created_at: datetime
 
 

@@ -38,6 +38,7 @@ def add_account(
         username=body.username,
         password=body.password,
         mailbox=body.mailbox,
+        ca_pem=body.ca_pem,
     )
     try:
         view = accounts.add(
