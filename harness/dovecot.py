@@ -139,6 +139,14 @@ class DovecotServer:
         finally:
             client.logout()
 
+    def rename_folder(self, user: str, old: str, new: str) -> None:
+        """Rename a folder on the server (as a user's other mail client would)."""
+        client = self._login(user)
+        try:
+            client.rename_folder(old, new)
+        finally:
+            client.logout()
+
     def _login(self, user: str) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
         client.login(user, self.users[user])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from sync_function import imap
 from sync_function.crypto import decrypt_password, encrypt_password
+from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE
 from sync_function.importer import ImapAccount
 from sync_function.users import UnknownUser
 
@@ -22,18 +24,25 @@ from sync_function.users import UnknownUser
 VERIFY_TIMEOUT_S = 15.0
 
 INSERT = """
-INSERT INTO public.email_accounts (user_id, host, port, tls_mode, username, password_encrypted, mailbox, ca_pem)
-VALUES (%(user_id)s, %(host)s, %(port)s, %(tls_mode)s, %(username)s, %(password)s, %(mailbox)s, %(ca_pem)s)
-RETURNING id, host, port, tls_mode, username, mailbox, ca_pem, created_at
+INSERT INTO public.email_accounts (
+    user_id, host, port, tls_mode, username, password_encrypted, mailbox, ca_pem,
+    folders, all_folders, skip_special_use
+)
+VALUES (
+    %(user_id)s, %(host)s, %(port)s, %(tls_mode)s, %(username)s, %(password)s, %(mailbox)s, %(ca_pem)s,
+    %(folders)s, %(all_folders)s, %(skip_special_use)s
+)
+RETURNING id, host, port, tls_mode, username, mailbox, ca_pem, folders, all_folders, skip_special_use, created_at
 """
 
 LIST = """
-SELECT id, host, port, tls_mode, username, mailbox, ca_pem, created_at
+SELECT id, host, port, tls_mode, username, mailbox, ca_pem, folders, all_folders, skip_special_use, created_at
 FROM public.email_accounts WHERE user_id = %(user_id)s ORDER BY created_at, id
 """
 
 WITH_SECRETS = """
-SELECT id, host, port, tls_mode, username, password_encrypted, mailbox, ca_pem
+SELECT id, host, port, tls_mode, username, password_encrypted, mailbox, ca_pem,
+       folders, all_folders, skip_special_use
 FROM public.email_accounts WHERE user_id = %(user_id)s ORDER BY created_at, id
 """
 
@@ -59,6 +68,9 @@ class AccountView:
     username: str
     mailbox: str
     ca_pem: str | None
+    folders: list[str] | None
+    all_folders: bool
+    skip_special_use: list[str]
     created_at: Any
 
 
@@ -74,6 +86,9 @@ def create(
     mailbox: str,
     encryption_key: str,
     ca_pem: str | None = None,
+    folders: Sequence[str] | None = None,
+    all_folders: bool = False,
+    skip_special_use: Sequence[str] = DEFAULT_SKIP_SPECIAL_USE,
 ) -> AccountView:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
@@ -87,6 +102,9 @@ def create(
                 "password": encrypt_password(encryption_key, password),
                 "mailbox": mailbox,
                 "ca_pem": ca_pem,
+                "folders": list(folders) if folders is not None else None,
+                "all_folders": all_folders,
+                "skip_special_use": list(skip_special_use),
             },
         ).fetchone()
     assert row is not None
@@ -106,7 +124,12 @@ def verify_login(account: ImapAccount, *, timeout_s: float, ssl_context: ssl.SSL
             ssl_context=ssl_context,
             ca_pem=account.ca_pem,
         ) as session:
-            session.status(account.mailbox)
+            if account.all_folders:
+                session.list_folders()
+            else:
+                # Every chosen folder must exist when the account is saved.
+                for name in account.folders or (account.mailbox,):
+                    session.status(name)
     except imap.ImapError as exc:
         raise LoginFailed(f"could not verify the account: {exc}") from None
 
@@ -139,6 +162,9 @@ def add(
                 mailbox=account.mailbox,
                 encryption_key=encryption_key,
                 ca_pem=account.ca_pem,
+                folders=account.folders,
+                all_folders=account.all_folders,
+                skip_special_use=account.skip_special_use,
             )
     except psycopg.errors.UniqueViolation:
         raise DuplicateAccount("this mailbox is already added") from None
@@ -169,6 +195,9 @@ def imap_accounts(conn: Connection, *, user_id: uuid.UUID, encryption_key: str) 
             password=decrypt_password(encryption_key, row["password_encrypted"]),
             mailbox=row["mailbox"],
             ca_pem=row["ca_pem"],
+            folders=tuple(row["folders"]) if row["folders"] is not None else None,
+            all_folders=row["all_folders"],
+            skip_special_use=tuple(row["skip_special_use"]),
         )
         for row in rows
     ]

@@ -75,6 +75,14 @@ class MailboxStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class Folder:
+    """One LIST entry: its name and its attributes, e.g. `\\Noselect` or a special use like `\\Junk`."""
+
+    name: str
+    attributes: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class FetchedMessage:
     uid: int
     size: int
@@ -120,6 +128,32 @@ class ImapSession:
         with _mapped(self._where, f"STATUS {mailbox!r}", mailbox=mailbox):
             data = self._client.folder_status(mailbox, items)
         return _mailbox_status(data, self._where, mailbox)
+
+    def list_folders(self) -> list[Folder]:
+        """LIST "" "*": every folder with its attributes, in one round trip.
+
+        Servers that announce SPECIAL-USE are asked for the special-use attributes explicitly
+        (RFC 6154 `RETURN (SPECIAL-USE)`); others send them unasked, if they know them.
+        """
+        self.commands.append("LIST")
+        with _mapped(self._where, "LIST"):
+            if "SPECIAL-USE" in self.capabilities and "LIST-EXTENDED" in self.capabilities:
+                imap = self._client._imap
+                typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+                self._client._checkok("LIST", typ, data)
+                typ, data = imap._untagged_response(typ, data, "LIST")
+                entries = self._client._proc_folder_list(data)
+            else:
+                entries = self._client.list_folders()
+        return [
+            Folder(
+                name=str(name),
+                attributes=frozenset(
+                    flag.decode() if isinstance(flag, bytes) else str(flag) for flag in flags
+                ),
+            )
+            for flags, _delimiter, name in entries
+        ]
 
     def examine(self, mailbox: str) -> MailboxStatus:
         """EXAMINE (read-only SELECT): nothing the importer does can change the mailbox."""

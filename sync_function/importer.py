@@ -47,7 +47,16 @@ from uuid import UUID
 import psycopg
 from psycopg import pq, sql
 
-from sync_function.imap import DEFAULT_TIMEOUT_S, TLS_MODES, FetchedMessage, ImapSession, TlsMode, connect
+from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE, selectable
+from sync_function.imap import (
+    DEFAULT_TIMEOUT_S,
+    TLS_MODES,
+    FetchedMessage,
+    ImapMailboxError,
+    ImapSession,
+    TlsMode,
+    connect,
+)
 from sync_function.parse import parse_message
 
 # The defaults live here; sync_function.config refers to them.
@@ -236,6 +245,17 @@ SET last_uid = greatest(last_uid, %(last_uid)s), updated_at = now()
 WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s AND uidvalidity = %(uidvalidity)s
 """
 
+# Folders of a several-folder account that were gone in this run get `missing_since` (kept from
+# the first run that missed them); folders read again lose it. With a chosen list, only the
+# listed folders are concerned; with all folders, every checkpoint of the account.
+MARK_MISSING = """
+UPDATE public.mailbox_state
+SET missing_since = CASE WHEN mailbox = ANY(%(present)s::text[]) THEN NULL ELSE now() END
+WHERE account_id = %(account_id)s
+  AND (%(all_folders)s OR mailbox = ANY(%(names)s::text[]))
+  AND (mailbox = ANY(%(present)s::text[])) = (missing_since IS NOT NULL)
+"""
+
 FINISH_STATE = """
 UPDATE public.mailbox_state
 SET uidnext = %(uidnext)s, highestmodseq = %(highestmodseq)s,
@@ -261,6 +281,14 @@ class ImapAccount:
     mailbox: str = "INBOX"
     # PEM of the private certificate authority the server's certificate is signed by, if any.
     ca_pem: str | None = field(default=None, repr=False)
+    # Several folders: a chosen list (None: just `mailbox`), or all selectable ones (LIST).
+    folders: tuple[str, ...] | None = None
+    all_folders: bool = False
+    skip_special_use: tuple[str, ...] = DEFAULT_SKIP_SPECIAL_USE
+
+    @property
+    def several_folders(self) -> bool:
+        return self.all_folders or self.folders is not None
 
 
 @dataclass(frozen=True)
@@ -290,6 +318,41 @@ class ImportResult:
     removed: int = 0
     round_trips: int = 0
     imap_commands: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class AccountImportResult:
+    """What one run did for an account: one ImportResult per folder read, and the folders found gone."""
+
+    account_id: UUID
+    folders: tuple[ImportResult, ...]
+    missing: tuple[str, ...] = ()
+    round_trips: int = 0
+    imap_commands: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def fetched(self) -> int:
+        return sum(r.fetched for r in self.folders)
+
+    @property
+    def imported(self) -> int:
+        return sum(r.imported for r in self.folders)
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.skipped for r in self.folders)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.duplicates for r in self.folders)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.folders)
+
+    @property
+    def unchanged(self) -> bool:
+        return all(r.unchanged for r in self.folders)
 
 
 @dataclass
@@ -322,17 +385,103 @@ def import_mailbox(
     """
     started = time.perf_counter()
     _check_arguments(conn, account=account, batch_size=batch_size, max_message_bytes=max_message_bytes)
-    params = {"account_id": account.account_id, "mailbox": account.mailbox}
-    row = conn.execute(READ_STATE, params).fetchone()
-    if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
-        conn.commit()
-    if row is None:
-        raise ValueError(f"email account {account.account_id} does not exist")
-    owner, stored_uidvalidity, stored_last_uid, stored_uidnext = row
-    if owner != user_id:
-        raise ValueError(f"email account {account.account_id} does not belong to user {user_id}")
+    state = _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
+    with _connect(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+        return _import_folder(
+            conn,
+            session,
+            account=account,
+            mailbox=account.mailbox,
+            user_id=user_id,
+            state=state,
+            batch_size=batch_size,
+            max_message_bytes=max_message_bytes,
+            started=started,
+        )
 
-    with connect(
+
+def import_account(
+    conn: psycopg.Connection[Any],
+    *,
+    account: ImapAccount,
+    user_id: UUID,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> AccountImportResult:
+    """Import every folder of `account` over one IMAP session, each folder with its own checkpoint.
+
+    An account of one folder behaves as `import_mailbox` (a missing folder fails the run). With
+    several folders, a folder that is gone (renamed or deleted on the server) is recorded in
+    `mailbox_state.missing_since` and in the result, and the other folders are imported.
+    """
+    if not account.several_folders:
+        single = import_mailbox(
+            conn,
+            account=account,
+            user_id=user_id,
+            batch_size=batch_size,
+            max_message_bytes=max_message_bytes,
+            ssl_context=ssl_context,
+            timeout_s=timeout_s,
+        )
+        return AccountImportResult(
+            account_id=account.account_id,
+            folders=(single,),
+            round_trips=single.round_trips,
+            imap_commands=single.imap_commands,
+        )
+    _check_arguments(conn, account=account, batch_size=batch_size, max_message_bytes=max_message_bytes)
+    # Ownership first, before anything is fetched.
+    _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
+    results: list[ImportResult] = []
+    missing: list[str] = []
+    with _connect(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+        if account.all_folders:
+            names = selectable(session.list_folders(), skip_special_use=account.skip_special_use)
+        else:
+            names = list(dict.fromkeys(account.folders or ()))
+        for name in names:
+            state = _read_state(conn, account=account, mailbox=name, user_id=user_id)
+            try:
+                results.append(
+                    _import_folder(
+                        conn,
+                        session,
+                        account=account,
+                        mailbox=name,
+                        user_id=user_id,
+                        state=state,
+                        batch_size=batch_size,
+                        max_message_bytes=max_message_bytes,
+                        started=time.perf_counter(),
+                    )
+                )
+            except ImapMailboxError:
+                missing.append(name)
+        present = [result.mailbox for result in results]
+        with conn.transaction():
+            conn.execute(
+                MARK_MISSING,
+                {
+                    "account_id": account.account_id,
+                    "present": present,
+                    "names": names,
+                    "all_folders": account.all_folders,
+                },
+            )
+        return AccountImportResult(
+            account_id=account.account_id,
+            folders=tuple(results),
+            missing=tuple(missing),
+            round_trips=session.round_trips,
+            imap_commands=tuple(session.commands),
+        )
+
+
+def _connect(account: ImapAccount, *, ssl_context: ssl.SSLContext | None, timeout_s: float) -> ImapSession:
+    return connect(
         host=account.host,
         port=account.port,
         tls_mode=account.tls_mode,
@@ -341,106 +490,142 @@ def import_mailbox(
         timeout_s=timeout_s,
         ssl_context=ssl_context,
         ca_pem=account.ca_pem,
-    ) as session:
-        status = session.status(account.mailbox)
-        if (
-            stored_uidvalidity == status.uidvalidity
-            and stored_uidnext is not None
-            and stored_uidnext == status.uidnext
-        ):
-            return ImportResult(
-                account_id=account.account_id,
-                mailbox=account.mailbox,
-                uidvalidity=status.uidvalidity,
-                last_uid=stored_last_uid,
-                seconds=time.perf_counter() - started,
-                unchanged=True,
-                round_trips=session.round_trips,
-                imap_commands=tuple(session.commands),
-            )
+    )
 
-        opened = session.examine(account.mailbox)
-        uidvalidity = opened.uidvalidity
-        counts = _Counts()
-        changed = stored_uidvalidity is not None and stored_uidvalidity != uidvalidity
-        last_uid = stored_last_uid or 0
-        if stored_uidvalidity != uidvalidity:
-            params["uidvalidity"] = uidvalidity
-            with conn.transaction():
-                counts.removed = conn.execute(DELETE_OLD_PLACEHOLDERS, params).rowcount
-                conn.execute(RESET_STATE, params)
-            last_uid = 0
-        params["uidvalidity"] = uidvalidity
 
-        new_uids = session.search_uids(min_uid=last_uid + 1)
-        large = (
-            set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes))
-            if new_uids
-            else set()
-        )
-        large_sizes = session.fetch_sizes(sorted(large)) if large else {}
-        with conn.transaction():
-            conn.execute(CREATE_BATCH_TABLE)
-            row = conn.execute(MAX_STORED_UID, params).fetchone()
-            rematch = _collect_rematch(conn, params) if new_uids else False
-        # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
-        # concurrent import: then every batch takes the slower path that skips duplicates. Rows of
-        # an old UIDVALIDITY waiting to be re-matched take it too.
-        writer = _BatchWriter(
-            conn,
-            params={**params, "user_id": user_id},
-            direct=bool(row and row[0] <= last_uid) and not rematch,
-            rematch=rematch,
-        )
+@dataclass(frozen=True, slots=True)
+class _State:
+    uidvalidity: int | None
+    last_uid: int | None
+    uidnext: int | None
 
-        batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
-        # closing(): on an error, wait for the fetch in flight before the session logs out.
-        with closing(_prefetched(session, batches, large)) as stream:
-            for batch, fetched in stream:
-                counts.fetched += len(fetched)
-                counts.bytes += sum(len(m.raw) for m in fetched)
-                _store_batch(
-                    writer,
-                    fetched=fetched,
-                    # A large UID without a size was expunged meanwhile: nothing to record.
-                    skipped={uid: large_sizes[uid] for uid in batch if uid in large_sizes},
-                    counts=counts,
-                    last_uid=batch[-1],
-                )
-                last_uid = batch[-1]
 
-        final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
-        with conn.transaction():
-            updated = conn.execute(
-                FINISH_STATE,
-                {
-                    **params,
-                    "uidnext": final_uidnext,
-                    "highestmodseq": opened.highestmodseq
-                    if opened.highestmodseq is not None
-                    else status.highestmodseq,
-                    "last_uid": last_uid,
-                },
-            ).rowcount
-            if updated != 1:
-                raise ImportConflict(_conflict_message(account))
+def _read_state(
+    conn: psycopg.Connection[Any], *, account: ImapAccount, mailbox: str, user_id: UUID
+) -> _State:
+    row = conn.execute(READ_STATE, {"account_id": account.account_id, "mailbox": mailbox}).fetchone()
+    if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
+        conn.commit()
+    if row is None:
+        raise ValueError(f"email account {account.account_id} does not exist")
+    owner, uidvalidity, last_uid, uidnext = row
+    if owner != user_id:
+        raise ValueError(f"email account {account.account_id} does not belong to user {user_id}")
+    return _State(uidvalidity=uidvalidity, last_uid=last_uid, uidnext=uidnext)
+
+
+def _import_folder(
+    conn: psycopg.Connection[Any],
+    session: ImapSession,
+    *,
+    account: ImapAccount,
+    mailbox: str,
+    user_id: UUID,
+    state: _State,
+    batch_size: int,
+    max_message_bytes: int,
+    started: float,
+) -> ImportResult:
+    params: dict[str, Any] = {"account_id": account.account_id, "mailbox": mailbox}
+    stored_uidvalidity, stored_last_uid, stored_uidnext = state.uidvalidity, state.last_uid, state.uidnext
+    trips_before, commands_before = session.round_trips, len(session.commands)
+    status = session.status(mailbox)
+    if (
+        stored_uidvalidity == status.uidvalidity
+        and stored_uidnext is not None
+        and stored_uidnext == status.uidnext
+    ):
         return ImportResult(
             account_id=account.account_id,
-            mailbox=account.mailbox,
-            uidvalidity=uidvalidity,
-            last_uid=last_uid,
-            fetched=counts.fetched,
-            imported=counts.imported,
-            skipped=counts.skipped,
-            duplicates=counts.duplicates,
-            bytes=counts.bytes,
+            mailbox=mailbox,
+            uidvalidity=status.uidvalidity,
+            last_uid=stored_last_uid or 0,
             seconds=time.perf_counter() - started,
-            uidvalidity_changed=changed,
-            rematched=counts.rematched,
-            removed=counts.removed,
-            round_trips=session.round_trips,
-            imap_commands=tuple(session.commands),
+            unchanged=True,
+            round_trips=session.round_trips - trips_before,
+            imap_commands=tuple(session.commands[commands_before:]),
         )
+
+    opened = session.examine(mailbox)
+    uidvalidity = opened.uidvalidity
+    counts = _Counts()
+    changed = stored_uidvalidity is not None and stored_uidvalidity != uidvalidity
+    last_uid = stored_last_uid or 0
+    if stored_uidvalidity != uidvalidity:
+        params["uidvalidity"] = uidvalidity
+        with conn.transaction():
+            counts.removed = conn.execute(DELETE_OLD_PLACEHOLDERS, params).rowcount
+            conn.execute(RESET_STATE, params)
+        last_uid = 0
+    params["uidvalidity"] = uidvalidity
+
+    new_uids = session.search_uids(min_uid=last_uid + 1)
+    large = (
+        set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes)) if new_uids else set()
+    )
+    large_sizes = session.fetch_sizes(sorted(large)) if large else {}
+    with conn.transaction():
+        conn.execute(CREATE_BATCH_TABLE)
+        row = conn.execute(MAX_STORED_UID, params).fetchone()
+        rematch = _collect_rematch(conn, params) if new_uids else False
+    # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
+    # concurrent import: then every batch takes the slower path that skips duplicates. Rows of
+    # an old UIDVALIDITY waiting to be re-matched take it too.
+    writer = _BatchWriter(
+        conn,
+        params={**params, "user_id": user_id},
+        direct=bool(row and row[0] <= last_uid) and not rematch,
+        rematch=rematch,
+    )
+
+    batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
+    # closing(): on an error, wait for the fetch in flight before the session logs out.
+    with closing(_prefetched(session, batches, large)) as stream:
+        for batch, fetched in stream:
+            counts.fetched += len(fetched)
+            counts.bytes += sum(len(m.raw) for m in fetched)
+            _store_batch(
+                writer,
+                fetched=fetched,
+                # A large UID without a size was expunged meanwhile: nothing to record.
+                skipped={uid: large_sizes[uid] for uid in batch if uid in large_sizes},
+                counts=counts,
+                last_uid=batch[-1],
+            )
+            last_uid = batch[-1]
+
+    final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
+    with conn.transaction():
+        updated = conn.execute(
+            FINISH_STATE,
+            {
+                **params,
+                "uidnext": final_uidnext,
+                "highestmodseq": opened.highestmodseq
+                if opened.highestmodseq is not None
+                else status.highestmodseq,
+                "last_uid": last_uid,
+            },
+        ).rowcount
+        if updated != 1:
+            raise ImportConflict(_conflict_message(account, mailbox))
+    return ImportResult(
+        account_id=account.account_id,
+        mailbox=mailbox,
+        uidvalidity=uidvalidity,
+        last_uid=last_uid,
+        fetched=counts.fetched,
+        imported=counts.imported,
+        skipped=counts.skipped,
+        duplicates=counts.duplicates,
+        bytes=counts.bytes,
+        seconds=time.perf_counter() - started,
+        uidvalidity_changed=changed,
+        rematched=counts.rematched,
+        removed=counts.removed,
+        round_trips=session.round_trips - trips_before,
+        imap_commands=tuple(session.commands[commands_before:]),
+    )
 
 
 def _check_arguments(
@@ -472,9 +657,9 @@ def _collect_rematch(conn: psycopg.Connection[Any], params: dict[str, Any]) -> b
     return conn.execute(FILL_REMATCH, params).rowcount > 0
 
 
-def _conflict_message(account: ImapAccount) -> str:
+def _conflict_message(account: ImapAccount, mailbox: str) -> str:
     return (
-        f"the checkpoint of account {account.account_id} mailbox {account.mailbox!r} changed during "
+        f"the checkpoint of account {account.account_id} mailbox {mailbox!r} changed during "
         "the import (UIDVALIDITY reset by another run?); nothing of this batch was stored, run again"
     )
 

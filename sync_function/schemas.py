@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
 from sync_function.certs import MAX_CA_PEM_CHARS, validate_ca_pem
+from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE, SPECIAL_USES
+
+SpecialUse = Literal["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"]
 
 
 class Strict(BaseModel):
@@ -55,10 +58,39 @@ class NewEmailAccount(Strict):
         "certificate (or the server's self-signed certificate); host names are still checked",
     )
 
+    folders: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Folders to import, each with its own checkpoint (default: just `mailbox`)",
+    )
+    all_folders: StrictBool = Field(
+        default=False,
+        description="Import every selectable folder, found with LIST at each run (not with `folders`)",
+    )
+    skip_special_use: list[SpecialUse] = Field(
+        default_factory=lambda: cast(list[SpecialUse], list(DEFAULT_SKIP_SPECIAL_USE)),
+        max_length=len(SPECIAL_USES),
+        description="With all_folders: special-use folders (RFC 6154) to leave out",
+    )
+
     @field_validator("ca_pem")
     @classmethod
     def _ca_pem(cls, value: str | None) -> str | None:
         return None if value is None else validate_ca_pem(value)
+
+    @field_validator("folders")
+    @classmethod
+    def _folders(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for name in value for c in name):
+            raise ValueError("folder names must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_folder_choice(self) -> NewEmailAccount:
+        if self.all_folders and self.folders is not None:
+            raise ValueError("give either folders or all_folders, not both")
+        return self
 
     @field_validator("host")
     @classmethod
@@ -84,6 +116,9 @@ class EmailAccount(BaseModel):
     username: str
     mailbox: str
     ca_pem: str | None = None
+    folders: list[str] | None = None
+    all_folders: bool = False
+    skip_special_use: list[str] = Field(default_factory=list)
     created_at: datetime
 
 

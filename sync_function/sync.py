@@ -13,7 +13,7 @@ from psycopg_pool import ConnectionPool
 from sync_function import accounts, metrics, notify, runs
 from sync_function.config import Config
 from sync_function.imap import ImapError
-from sync_function.importer import import_mailbox
+from sync_function.importer import import_account
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ def run_attempt(
             errors.append(str(exc))
         for account in user_accounts:
             try:
-                result = import_mailbox(
+                result = import_account(
                     conn,
                     account=account,
                     user_id=user_id,
@@ -97,6 +97,14 @@ def run_attempt(
                 )
                 log.exception("import crashed", run_id=str(run_id), account_id=str(account.account_id))
                 continue
+            if result.missing:
+                # Renamed or deleted on the server: recorded (mailbox_state.missing_since), not a failure.
+                log.warning(
+                    "folders gone from the server were skipped",
+                    run_id=str(run_id),
+                    account_id=str(account.account_id),
+                    folders=list(result.missing),
+                )
             for key in counts:
                 counts[key] += getattr(result, key)
         seconds = time.perf_counter() - started

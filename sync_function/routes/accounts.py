@@ -37,8 +37,12 @@ def add_account(
         tls_mode=body.tls_mode,
         username=body.username,
         password=body.password,
-        mailbox=body.mailbox,
+        # The first chosen folder names the account (its unique key) as the single folder did.
+        mailbox=body.folders[0] if body.folders else body.mailbox,
         ca_pem=body.ca_pem,
+        folders=tuple(body.folders) if body.folders is not None else None,
+        all_folders=body.all_folders,
+        skip_special_use=tuple(body.skip_special_use),
     )
     try:
         view = accounts.add(
