@@ -25,6 +25,12 @@ pair up one to one, in UID order. Too-large placeholders (no bytes, no hash, not
 the old UIDVALIDITY are dropped and recorded again under the new one. The re-match survives a
 crash: whatever a run did not move yet is still under the old UIDVALIDITY for the next run.
 
+Several folders (`import_account`): one session, each folder imported as above with its own
+checkpoint. A message whose bytes are already stored from another folder of the same account
+(Gmail labels) is not stored again: a `message_folders` row links this folder's (UIDVALIDITY, UID)
+to the stored message, in the same transaction as the batch. Accounts of one folder never pay for
+that check.
+
 Messages above `max_message_bytes` are stored as rows with `skipped_reason = 'too_large'`, their
 size and no bytes; their bodies are never fetched.
 
@@ -129,6 +135,51 @@ SELECT id, uid, sha256 FROM public.messages
 WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
   AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
   AND sha256 IS NOT NULL
+"""
+
+# Links of a folder are identities under its UIDVALIDITY: when it changes, they are dropped (the
+# message itself stays) and made again for the messages still there.
+DELETE_OLD_LINKS = """
+DELETE FROM public.message_folders
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
+  AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
+"""
+
+# Accounts with several folders, within a batch's transaction (after any re-match): a message whose
+# bytes are already stored from another folder of the account is linked to that row instead of
+# stored again. Returns (new links, batch rows taken out).
+LINK_BATCH = """
+WITH elsewhere AS (
+    SELECT DISTINCT ON (b.uid) b.uid, m.id
+    FROM autosync_import_batch AS b
+    JOIN public.messages AS m
+      ON m.account_id = %(account_id)s AND m.sha256 = b.sha256 AND m.mailbox <> %(mailbox)s
+    WHERE b.sha256 IS NOT NULL
+    ORDER BY b.uid, m.id
+),
+linked AS (
+    INSERT INTO public.message_folders (account_id, mailbox, uidvalidity, uid, message_id, user_id)
+    SELECT %(account_id)s, %(mailbox)s, %(uidvalidity)s, e.uid, e.id, %(user_id)s FROM elsewhere AS e
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+dropped AS (
+    DELETE FROM autosync_import_batch AS b USING elsewhere AS e WHERE b.uid = e.uid RETURNING 1
+)
+SELECT (SELECT count(*) FROM linked), (SELECT count(*) FROM dropped)
+"""
+
+# The same for one message on the row-by-row path: the stored message to link to, if any.
+FIND_ELSEWHERE = """
+SELECT id FROM public.messages
+WHERE account_id = %(account_id)s AND sha256 = %(sha256)s AND mailbox <> %(mailbox)s
+ORDER BY id
+LIMIT 1
+"""
+LINK_ONE = """
+INSERT INTO public.message_folders (account_id, mailbox, uidvalidity, uid, message_id, user_id)
+VALUES (%(account_id)s, %(mailbox)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(user_id)s)
+ON CONFLICT DO NOTHING
 """
 
 # Within a batch's transaction, after the batch is in autosync_import_batch: move every stored row
@@ -298,6 +349,8 @@ class ImportResult:
     fetched: bodies downloaded; imported: new rows with bytes; skipped: new rows without bytes
     (too large); duplicates: rows already stored (a crashed run's batch); bytes: bytes downloaded;
     rematched: rows stored under an old UIDVALIDITY moved to their new UID (not copied);
+    linked: messages already stored from another folder of the account, linked to this folder
+    (message_folders) instead of stored again;
     removed: too-large placeholders of an old UIDVALIDITY dropped (recorded again under the new
     one); round_trips: IMAP commands after login.
     """
@@ -315,6 +368,7 @@ class ImportResult:
     unchanged: bool = False
     uidvalidity_changed: bool = False
     rematched: int = 0
+    linked: int = 0
     removed: int = 0
     round_trips: int = 0
     imap_commands: tuple[str, ...] = field(default=(), repr=False)
@@ -363,6 +417,7 @@ class _Counts:
     duplicates: int = 0
     bytes: int = 0
     rematched: int = 0
+    linked: int = 0
     removed: int = 0
 
 
@@ -555,6 +610,7 @@ def _import_folder(
         params["uidvalidity"] = uidvalidity
         with conn.transaction():
             counts.removed = conn.execute(DELETE_OLD_PLACEHOLDERS, params).rowcount
+            conn.execute(DELETE_OLD_LINKS, params)
             conn.execute(RESET_STATE, params)
         last_uid = 0
     params["uidvalidity"] = uidvalidity
@@ -574,8 +630,9 @@ def _import_folder(
     writer = _BatchWriter(
         conn,
         params={**params, "user_id": user_id},
-        direct=bool(row and row[0] <= last_uid) and not rematch,
+        direct=bool(row and row[0] <= last_uid) and not rematch and not account.several_folders,
         rematch=rematch,
+        cross_folder=account.several_folders,
     )
 
     batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
@@ -622,6 +679,7 @@ def _import_folder(
         seconds=time.perf_counter() - started,
         uidvalidity_changed=changed,
         rematched=counts.rematched,
+        linked=counts.linked,
         removed=counts.removed,
         round_trips=session.round_trips - trips_before,
         imap_commands=tuple(session.commands[commands_before:]),
@@ -713,6 +771,9 @@ class _BatchWriter:
     direct: bool
     rematch: bool = False
     rematched: int = 0
+    # Several folders: link messages stored from another folder instead of storing them again.
+    cross_folder: bool = False
+    linked: int = 0
 
     def write(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
         """Store `messages`; returns (new stored rows, new skipped rows), re-matched rows not counted."""
@@ -740,6 +801,12 @@ class _BatchWriter:
                 if moved:
                     self.rematched += 1
                     continue
+                if self.cross_folder and message.sha256 is not None:
+                    found = cur.execute(FIND_ELSEWHERE, _params(message)).fetchone()
+                    if found is not None:
+                        link = {**_params(message), "message_id": found[0]}
+                        self.linked += cur.execute(LINK_ONE, link).rowcount
+                        continue
                 try:
                     with self.conn.transaction():
                         inserted = cur.execute(INSERT_ONE, _params(message)).fetchone()
@@ -772,6 +839,11 @@ class _BatchWriter:
                     copy.write_row(_as_row(message))
             if self.rematch:
                 self.rematched += cur.execute(REMATCH_BATCH, self.params).rowcount
+            if self.cross_folder:
+                links = cur.execute(LINK_BATCH, self.params).fetchone()
+                assert links is not None
+                # Links made before (a batch stored again) take their rows out too: duplicates.
+                self.linked += int(links[0])
             counts = cur.execute(INSERT_BATCH).fetchone()
             assert counts is not None
             self._advance(cur, last_uid)
@@ -852,10 +924,12 @@ def _store_batch(
                 raw=None,
             )
         )
-    rematched_before = writer.rematched
+    rematched_before, linked_before = writer.rematched, writer.linked
     imported, skipped_new = writer.write(messages, last_uid=last_uid)
     rematched = writer.rematched - rematched_before
+    linked = writer.linked - linked_before
     counts.imported += imported
     counts.skipped += skipped_new
     counts.rematched += rematched
-    counts.duplicates += len(messages) - imported - skipped_new - rematched
+    counts.linked += linked
+    counts.duplicates += len(messages) - imported - skipped_new - rematched - linked

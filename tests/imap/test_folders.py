@@ -167,3 +167,75 @@ def test_a_single_folder_account_still_fails_on_a_missing_folder(
     account = replace(mailbox.account, mailbox="Nowhere")
     with pytest.raises(ImapMailboxError, match="Nowhere"):
         run_account(mailbox, account)
+
+
+def locations(db: psycopg.Connection, account_id: uuid.UUID) -> dict[bytes, list[tuple[str, int]]]:
+    rows = db.execute(
+        """SELECT m.sha256, l.mailbox, l.uid FROM public.message_locations AS l
+           JOIN public.messages AS m ON m.id = l.message_id
+           WHERE l.account_id = %s ORDER BY l.mailbox, l.uid""",
+        (account_id,),
+    ).fetchall()
+    out: dict[bytes, list[tuple[str, int]]] = {}
+    for sha256, mailbox, uid in rows:
+        out.setdefault(bytes(sha256), []).append((mailbox, uid))
+    return out
+
+
+def test_a_message_in_several_folders_is_stored_once_and_records_each_folder(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_account: RunAccount
+) -> None:
+    shared = mailgen.generate(5, seed=51)
+    only_inbox = mailgen.generate(7, seed=51)[5:]
+    dovecot.deliver(mailbox.user, (g.raw for g in [*shared, *only_inbox]))
+    # As Gmail shows a labelled message: the same bytes in a second folder.
+    dovecot.deliver(mailbox.user, (g.raw for g in shared[:3]), mailbox="Work.Projects")
+    account = replace(mailbox.account, all_folders=True)
+
+    result = run_account(mailbox, account)
+
+    assert [(r.mailbox, r.imported, r.linked) for r in result.folders] == [
+        ("INBOX", 7, 0),
+        ("Work.Projects", 0, 3),
+    ]
+    count = db.execute("SELECT count(*) FROM public.messages WHERE account_id = %s", (account.account_id,))
+    assert count.fetchone() == (7,), "raw bytes stored once per account"
+    where = locations(db, account.account_id)
+    for message in shared[:3]:
+        assert [folder for folder, _ in where[message.sha256]] == ["INBOX", "Work.Projects"]
+    for message in [*shared[3:], *only_inbox]:
+        assert [folder for folder, _ in where[message.sha256]] == ["INBOX"]
+
+    # Stored again after a lost checkpoint: the links count as duplicates, nothing new is made.
+    db.execute(
+        "UPDATE public.mailbox_state SET last_uid = 0, uidnext = NULL WHERE account_id = %s AND mailbox = %s",
+        (account.account_id, "Work.Projects"),
+    )
+    again = run_account(mailbox, account)
+    projects = next(r for r in again.folders if r.mailbox == "Work.Projects")
+    assert (projects.imported, projects.linked, projects.duplicates) == (0, 0, 3)
+    assert locations(db, account.account_id) == where
+
+
+def test_a_uidvalidity_change_of_a_linked_folder_links_again_without_copies(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_account: RunAccount
+) -> None:
+    shared = mailgen.generate(4, seed=52)
+    dovecot.deliver(mailbox.user, (g.raw for g in shared))
+    dovecot.deliver(mailbox.user, (g.raw for g in shared), mailbox="Work.Projects")
+    account = replace(mailbox.account, folders=("INBOX", "Work.Projects"))
+    run_account(mailbox, account)
+    dovecot.expunge(mailbox.user, [1], mailbox="Work.Projects")
+    new_validity = dovecot.reset_uidvalidity(mailbox.user, "Work.Projects")
+
+    result = run_account(mailbox, account)
+
+    projects = next(r for r in result.folders if r.mailbox == "Work.Projects")
+    assert projects.uidvalidity_changed and (projects.linked, projects.imported) == (3, 0)
+    links = db.execute(
+        "SELECT uidvalidity, count(*) FROM public.message_folders WHERE account_id = %s GROUP BY 1",
+        (account.account_id,),
+    ).fetchall()
+    assert links == [(new_validity, 3)]
+    count = db.execute("SELECT count(*) FROM public.messages WHERE account_id = %s", (account.account_id,))
+    assert count.fetchone() == (4,)
