@@ -265,11 +265,22 @@ class DovecotServer:
 
 
 @contextlib.contextmanager
-def running_dovecot(engine: docker.DockerClient) -> Iterator[DovecotServer]:
-    """A fresh Dovecot (image built on demand) until the block ends; then its container is removed."""
+def running_dovecot(
+    engine: docker.DockerClient, *, oauth2_introspection_url: str | None = None
+) -> Iterator[DovecotServer]:
+    """A fresh Dovecot (image built on demand) until the block ends; then its container is removed.
+
+    With `oauth2_introspection_url`, it also accepts XOAUTH2/OAUTHBEARER logins whose bearer
+    token that endpoint calls active for the user.
+    """
     image_tag = docker_local.ensure_image(engine, dovecot_image())
     env_name = unique_name("autosync-test")
-    config = DovecotConfig(name=f"{env_name}-dovecot", imap_port=free_port(), imaps_port=free_port())
+    config = DovecotConfig(
+        name=f"{env_name}-dovecot",
+        imap_port=free_port(),
+        imaps_port=free_port(),
+        oauth2_introspection_url=oauth2_introspection_url,
+    )
     try:
         container = docker_local.run(
             engine, dovecot_container(config), env_name=env_name, image_tag=image_tag

@@ -24,6 +24,8 @@ from sync_function.certs import context_trusting
 
 TlsMode = Literal["tls", "starttls", "plain"]
 TLS_MODES: tuple[TlsMode, ...] = ("tls", "starttls", "plain")
+SaslMechanism = Literal["XOAUTH2", "OAUTHBEARER"]
+SASL_MECHANISMS: tuple[SaslMechanism, ...] = ("XOAUTH2", "OAUTHBEARER")
 # Seconds any one socket operation may wait; the one default (sync_function.config refers to it).
 DEFAULT_TIMEOUT_S = 30.0
 # UIDs per command line; Dovecot's default line limit (64 KiB) holds far more, other servers less.
@@ -54,6 +56,10 @@ class ImapAuthError(ImapError):
     """The server rejected the username or password."""
 
     transient = False
+
+
+class ImapTokenRejected(ImapAuthError):
+    """The server refused an OAuth2 access token (expired or revoked): a fresh one may work."""
 
 
 class ImapMailboxError(ImapError):
@@ -229,12 +235,14 @@ def connect(
     port: int,
     tls_mode: TlsMode,
     username: str,
-    password: str,
+    password: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
     ca_pem: str | None = None,
+    access_token: str | None = None,
+    sasl_mechanism: SaslMechanism = "XOAUTH2",
 ) -> ImapSession:
-    """Connect and log in.
+    """Connect and log in, with the password or, given `access_token`, with SASL XOAUTH2/OAUTHBEARER.
 
     Certificates are checked against, in this order: the account's own certificate authority
     (`ca_pem`, added to the system store), the caller's `ssl_context`, the system trust store.
@@ -246,6 +254,12 @@ def connect(
         raise ValueError(f"port must be within 1..65535 (got {port})")
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive (got {timeout_s})")
+    if (password is None) == (access_token is None):
+        raise ValueError("give either a password or an access token")
+    if sasl_mechanism not in SASL_MECHANISMS:
+        raise ValueError(
+            f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)} (got {sasl_mechanism!r})"
+        )
     where = f"{host}:{port} ({tls_mode})"
     if ca_pem:
         context = context_trusting(ca_pem)
@@ -264,9 +278,12 @@ def connect(
                         "implicit-TLS port (usually 993)"
                     )
                 client.starttls(context)
+        if access_token is not None:
+            _token_login(client, where, username, access_token, sasl_mechanism)
         with _mapped(where, "LOGIN"):
             try:
-                client.login(username, password)
+                if password is not None:
+                    client.login(username, password)
             except LoginError as exc:
                 raise ImapAuthError(
                     f"IMAP server {where} rejected the login for user {username!r}: {_server_text(exc)}. "
@@ -278,6 +295,28 @@ def connect(
             client.shutdown()
         raise
     return ImapSession(client, where=where)
+
+
+def _token_login(
+    client: imapclient.IMAPClient, where: str, username: str, token: str, mechanism: SaslMechanism
+) -> None:
+    if f"AUTH={mechanism}".encode() not in client.capabilities():
+        raise ImapAuthError(
+            f"IMAP server {where} does not offer {mechanism} sign-in; choose the other OAuth2 mechanism "
+            "or check the server is the provider's"
+        )
+    with _mapped(where, mechanism):
+        try:
+            if mechanism == "XOAUTH2":
+                client.oauth2_login(username, token)
+            else:
+                client.oauthbearer_login(username, token)
+        except LoginError as exc:
+            raise ImapTokenRejected(
+                f"IMAP server {where} refused the OAuth2 access token for user {username!r}: "
+                f"{_server_text(exc)}. Check that the account's email address matches the signed-in "
+                "account and that the consent included IMAP access."
+            ) from None
 
 
 def _server_text(exc: BaseException) -> str:

@@ -53,6 +53,7 @@ from uuid import UUID
 import psycopg
 from psycopg import pq, sql
 
+from sync_function import oauth
 from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE, selectable
 from sync_function.imap import (
     DEFAULT_TIMEOUT_S,
@@ -60,9 +61,11 @@ from sync_function.imap import (
     FetchedMessage,
     ImapMailboxError,
     ImapSession,
+    ImapTokenRejected,
     TlsMode,
     connect,
 )
+from sync_function.oauth import OAuthLogin
 from sync_function.parse import parse_message
 
 # The defaults live here; sync_function.config refers to them.
@@ -328,7 +331,8 @@ class ImapAccount:
     port: int
     tls_mode: TlsMode
     username: str
-    password: str = field(repr=False)
+    # None for OAuth2 accounts, which sign in with `oauth`.
+    password: str | None = field(repr=False)
     mailbox: str = "INBOX"
     # PEM of the private certificate authority the server's certificate is signed by, if any.
     ca_pem: str | None = field(default=None, repr=False)
@@ -336,6 +340,7 @@ class ImapAccount:
     folders: tuple[str, ...] | None = None
     all_folders: bool = False
     skip_special_use: tuple[str, ...] = DEFAULT_SKIP_SPECIAL_USE
+    oauth: OAuthLogin | None = None
 
     @property
     def several_folders(self) -> bool:
@@ -441,7 +446,7 @@ def import_mailbox(
     started = time.perf_counter()
     _check_arguments(conn, account=account, batch_size=batch_size, max_message_bytes=max_message_bytes)
     state = _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
-    with _connect(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+    with login(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
         return _import_folder(
             conn,
             session,
@@ -492,7 +497,7 @@ def import_account(
     _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
     results: list[ImportResult] = []
     missing: list[str] = []
-    with _connect(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+    with login(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
         if account.all_folders:
             names = selectable(session.list_folders(), skip_special_use=account.skip_special_use)
         else:
@@ -535,17 +540,30 @@ def import_account(
         )
 
 
-def _connect(account: ImapAccount, *, ssl_context: ssl.SSLContext | None, timeout_s: float) -> ImapSession:
-    return connect(
-        host=account.host,
-        port=account.port,
-        tls_mode=account.tls_mode,
-        username=account.username,
-        password=account.password,
-        timeout_s=timeout_s,
-        ssl_context=ssl_context,
-        ca_pem=account.ca_pem,
-    )
+def login(account: ImapAccount, *, ssl_context: ssl.SSLContext | None, timeout_s: float) -> ImapSession:
+    """Log in with the password, or with a cached access token refreshed once if the server refuses it."""
+    common: dict[str, Any] = {
+        "host": account.host,
+        "port": account.port,
+        "tls_mode": account.tls_mode,
+        "username": account.username,
+        "timeout_s": timeout_s,
+        "ssl_context": ssl_context,
+        "ca_pem": account.ca_pem,
+    }
+    if account.oauth is None:
+        return connect(password=account.password, **common)
+    login = account.oauth
+    for attempt in (1, 2):
+        tokens = oauth.current_token(account.account_id, login)
+        try:
+            return connect(access_token=tokens.access_token, sasl_mechanism=login.mechanism, **common)
+        except ImapTokenRejected:
+            # Expired early or revoked: one fresh token from the provider, then give up.
+            oauth.forget_token(account.account_id, login)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)

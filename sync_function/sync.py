@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import structlog
 from psycopg_pool import ConnectionPool
 
-from sync_function import accounts, metrics, notify, runs
+from sync_function import accounts, metrics, notify, oauth, runs
 from sync_function.config import Config
 from sync_function.imap import ImapError
 from sync_function.importer import import_account
@@ -66,6 +66,7 @@ def run_attempt(
             log.info("run already finished", run_id=str(run_id))
             return AttemptResult(run_id=run_id, status="finished")
         errors: list[str] = []
+        reconnect: list[tuple[uuid.UUID, str]] = []
         retryable = True
         counts = {"fetched": 0, "imported": 0, "skipped": 0, "duplicates": 0, "bytes": 0}
         try:
@@ -86,10 +87,17 @@ def run_attempt(
                     ssl_context=ssl_context,
                     timeout_s=config.imap_timeout_seconds,
                 )
-            except (ImapError, ValueError) as exc:
+            except oauth.InvalidGrant as exc:
+                errors.append(f"{account.username}@{account.host}: {exc}")
+                # Retrying cannot help: only the user signing in again can.
+                retryable = False
+                if accounts.mark_needs_reconnect(conn, account_id=account.account_id, reason=str(exc)):
+                    reconnect.append((account.account_id, str(exc)))
+                continue
+            except (ImapError, ValueError, oauth.OAuthError) as exc:
                 errors.append(f"{account.username}@{account.host}/{account.mailbox}: {exc}")
                 # One permanent failure is enough: retrying would fail the same way for that account.
-                retryable = retryable and isinstance(exc, ImapError) and exc.transient
+                retryable = retryable and isinstance(exc, ImapError | oauth.OAuthError) and exc.transient
                 continue
             except Exception as exc:
                 errors.append(
@@ -97,6 +105,8 @@ def run_attempt(
                 )
                 log.exception("import crashed", run_id=str(run_id), account_id=str(account.account_id))
                 continue
+            if account.oauth is not None:
+                accounts.clear_needs_reconnect(conn, account_id=account.account_id)
             if result.missing:
                 # Renamed or deleted on the server: recorded (mailbox_state.missing_since), not a failure.
                 log.warning(
@@ -130,6 +140,17 @@ def run_attempt(
         )
         if status == "failed":
             _maybe_alert(conn, config, user_id=user_id, run_id=run_id, error=error or "")
+        for account_id, reason in reconnect:
+            if config.failure_webhook_url is not None:
+                notify.post_failure_alert(
+                    str(config.failure_webhook_url),
+                    user_id=user_id,
+                    run_id=run_id,
+                    consecutive_failures=runs.consecutive_failures(conn, user_id=user_id),
+                    last_error=reason,
+                    event="auto_sync.needs_reconnect",
+                    account_id=account_id,
+                )
     if error is not None:
         raise ImportFailed(error, retryable=retryable)
     return AttemptResult(

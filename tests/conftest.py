@@ -3,4 +3,5 @@ pytest_plugins = [
     "tests.fixtures.http_recorder",
     "tests.fixtures.dovecot",
     "tests.fixtures.service",
+    "tests.fixtures.oauth",
 ]
