@@ -70,6 +70,12 @@ SET needs_reconnect_since = NULL, needs_reconnect_reason = NULL, updated_at = no
 WHERE id = %(id)s AND needs_reconnect_since IS NOT NULL
 """
 
+STORE_ROTATED = """
+UPDATE public.email_accounts
+SET oauth_refresh_token_encrypted = %(refresh_token)s, updated_at = now()
+WHERE id = %(id)s AND auth_method = 'oauth2'
+"""
+
 RECONNECT = """
 UPDATE public.email_accounts
 SET oauth_refresh_token_encrypted = %(refresh_token)s, needs_reconnect_since = NULL,
@@ -183,6 +189,7 @@ def add(
     if code is not None and account.oauth is not None:
         account = replace(account, oauth=replace(account.oauth, refresh_token=exchange(account.oauth, code)))
     verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+    account = _with_rotated_token(account)
     try:
         with pool.connection() as conn:
             return create(conn, user_id=user_id, account=account, encryption_key=encryption_key)
@@ -268,6 +275,23 @@ def mark_needs_reconnect(conn: Connection, *, account_id: uuid.UUID, reason: str
     return conn.execute(MARK_NEEDS_RECONNECT, {"id": account_id, "reason": reason}).rowcount == 1
 
 
+def _with_rotated_token(account: ImapAccount) -> ImapAccount:
+    """The account with the refresh token the provider rotated while its sign-in was verified."""
+    rotated = oauth.take_rotated(account.account_id)
+    if rotated is None or account.oauth is None:
+        return account
+    return replace(account, oauth=replace(account.oauth, refresh_token=rotated))
+
+
+def store_rotated_refresh_token(conn: Connection, *, account_id: uuid.UUID, encryption_key: str) -> bool:
+    """Keep the refresh token the provider replaced the stored one with (the old one may stop working)."""
+    rotated = oauth.take_rotated(account_id)
+    if rotated is None:
+        return False
+    params = {"id": account_id, "refresh_token": encrypt_password(encryption_key, rotated)}
+    return conn.execute(STORE_ROTATED, params).rowcount == 1
+
+
 def clear_needs_reconnect(conn: Connection, *, account_id: uuid.UUID) -> None:
     conn.execute(CLEAR_NEEDS_RECONNECT, {"id": account_id})
 
@@ -303,6 +327,9 @@ def reconnect(
         raise LoginFailed("give a refresh token or an authorization code")
     account = replace(stored[0], oauth=replace(stored[0].oauth, refresh_token=refresh_token))
     verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+    account = _with_rotated_token(account)
+    assert account.oauth is not None
+    refresh_token = account.oauth.refresh_token
     with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(
             RECONNECT,

@@ -247,6 +247,9 @@ class OAuthLogin:
 
 # One cache per process: the worker's accounts reuse their access tokens across runs.
 CACHE = TokenCache()
+# Refresh tokens the provider replaced (Microsoft rotates them), per account, until stored.
+_ROTATED: dict[object, str] = {}
+_ROTATED_LOCK = threading.Lock()
 
 
 def _cache_key(account_id: object, login: OAuthLogin) -> tuple[object, str]:
@@ -259,9 +262,19 @@ def current_token(account_id: object, login: OAuthLogin) -> Tokens:
 
     def fetch() -> Tokens:
         with httpx.Client() as http:
-            return refresh(http, login.provider, login.client, refresh_token=login.refresh_token)
+            tokens = refresh(http, login.provider, login.client, refresh_token=login.refresh_token)
+        if tokens.refresh_token is not None and tokens.refresh_token != login.refresh_token:
+            with _ROTATED_LOCK:
+                _ROTATED[account_id] = tokens.refresh_token
+        return tokens
 
     return CACHE.get(_cache_key(account_id, login), fetch)
+
+
+def take_rotated(account_id: object) -> str | None:
+    """The refresh token that replaced the account's stored one, once: the caller must store it."""
+    with _ROTATED_LOCK:
+        return _ROTATED.pop(account_id, None)
 
 
 def forget_token(account_id: object, login: OAuthLogin) -> None:

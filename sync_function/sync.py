@@ -6,14 +6,16 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
 from sync_function import accounts, metrics, notify, oauth, runs
 from sync_function.config import Config
 from sync_function.imap import ImapError
-from sync_function.importer import import_account
+from sync_function.importer import AccountImportResult, ImapAccount, import_account
 
 log = structlog.get_logger(__name__)
 
@@ -78,8 +80,9 @@ def run_attempt(
             errors.append(str(exc))
         for account in user_accounts:
             try:
-                result = import_account(
+                result = _import_account(
                     conn,
+                    config,
                     account=account,
                     user_id=user_id,
                     batch_size=config.imap_batch_size,
@@ -156,6 +159,19 @@ def run_attempt(
     return AttemptResult(
         run_id=run_id, status=status, accounts=len(user_accounts), seconds=seconds, errors=errors, **counts
     )
+
+
+def _import_account(
+    conn: psycopg.Connection[Any], config: Config, *, account: ImapAccount, **kwargs: Any
+) -> AccountImportResult:
+    """import_account, then keep a refresh token the provider rotated, whatever the import did."""
+    try:
+        return import_account(conn, account=account, **kwargs)
+    finally:
+        if account.oauth is not None:
+            accounts.store_rotated_refresh_token(
+                conn, account_id=account.account_id, encryption_key=config.encryption_key.get_secret_value()
+            )
 
 
 def _maybe_alert(conn, config: Config, *, user_id: uuid.UUID, run_id: uuid.UUID, error: str) -> None:  # type: ignore[no-untyped-def]

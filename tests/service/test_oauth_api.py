@@ -199,3 +199,27 @@ def test_bad_oauth2_requests_are_refused_and_store_nothing(
         assert response.status_code == 422, response.text
         assert says in response.json()["error"]
         assert account_rows(database_url, user) == []
+
+
+def test_a_rotated_refresh_token_is_kept_for_the_next_run(
+    service: Service,
+    database_url: str,
+    oauth_dovecot: DovecotServer,
+    oauth_provider: FakeProvider,
+    alerting_worker: WorkerThread,
+) -> None:
+    oauth_provider.rotate = True  # each refresh replaces the refresh token and voids the old one
+    oauth_provider.expires_in = 60  # below the cache margin: every run refreshes
+    with users(database_url) as (user,):
+        name, _ = oauth_dovecot.new_user("oauth")
+        response = service.client.post(
+            "/api/email-accounts",
+            json=body(oauth_dovecot, oauth_provider, name, refresh_token=oauth_provider.grant(name)),
+            headers=service.as_user(user),
+        )
+        assert response.status_code == 201, response.text
+        enable(service, user)
+        for seed in (81, 82):
+            oauth_dovecot.deliver(name, mailgen.generate(1, seed=seed)[0].raw)
+            assert wait_for_run(database_url, trigger(service, user))[:3] == ("succeeded", 1, 1)
+            queue_drained(database_url, user)
