@@ -143,8 +143,8 @@ class NewEmailAccount(Strict):
 
     @field_validator("username", "password", "mailbox")
     @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ValueError("must not contain control characters")
         return value
 
