@@ -13,7 +13,7 @@ import pytest
 from harness import mailgen
 from harness.dovecot import DovecotServer
 from harness.oauth_provider import FakeProvider
-from sync_function import oauth
+from sync_function import importer, oauth
 from sync_function.imap import ImapAuthError
 from sync_function.importer import ImapAccount, import_account
 from tests.support.db import delete_users, new_user
@@ -211,3 +211,30 @@ def test_presets_and_custom_endpoints() -> None:
         oauth.provider(token_endpoint="http://example.com/token", allow_loopback_http=True)  # noqa: S106
     with pytest.raises(ValueError, match="unknown OAuth2 provider"):
         oauth.provider("yahoo")
+
+
+def test_a_token_expiring_during_a_long_import_does_not_stop_it(
+    make_box,  # type: ignore[no-untyped-def]
+    service_conn: psycopg.Connection,
+    oauth_dovecot: DovecotServer,
+    oauth_provider: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    box = make_box()
+    oauth_dovecot.deliver(box.user, (g.raw for g in mailgen.generate(40, seed=63)))
+    real_store = importer._store_batch
+
+    def expire_then_store(*args, **kwargs):  # type: ignore[no-untyped-def]
+        oauth_provider.expire_access_tokens()  # the token dies while batches are still coming
+        real_store(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "_store_batch", expire_then_store)
+    result = import_account(service_conn, account=box.account, user_id=box.user_id, batch_size=5)
+    monkeypatch.setattr(importer, "_store_batch", real_store)
+    assert result.imported == 40, "the session signed in before expiry stays signed in"
+
+    # The next run: the server refuses the cached token, one refresh, and it imports.
+    oauth_dovecot.deliver(box.user, mailgen.generate(41, seed=63)[40].raw)
+    before = oauth_provider.token_requests
+    assert import_account(service_conn, account=box.account, user_id=box.user_id).imported == 1
+    assert oauth_provider.token_requests == before + 1
