@@ -188,8 +188,11 @@ def add(
     """
     if code is not None and account.oauth is not None:
         account = replace(account, oauth=replace(account.oauth, refresh_token=exchange(account.oauth, code)))
-    verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
-    account = _with_rotated_token(account)
+    try:
+        verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+    finally:
+        # Taken whatever happened, so that a failed sign-in leaves nothing behind in the process.
+        account = _with_rotated_token(account)
     try:
         with pool.connection() as conn:
             return create(conn, user_id=user_id, account=account, encryption_key=encryption_key)

@@ -218,6 +218,9 @@ class TokenCache:
                 return cached
         fresh = fetch()
         with self._lock:
+            # Expired entries go (accounts deleted, sign-ins only verified): the cache stays small.
+            now = self._clock()
+            self._tokens = {k: t for k, t in self._tokens.items() if t.expires_at > now}
             self._tokens[key] = fresh
         return fresh
 
