@@ -129,6 +129,24 @@ class DovecotServer:
         self._exec(["doveadm", "mailbox", "update", "-u", user, "--uid-validity", str(new), mailbox])
         return new
 
+    def expunge(self, user: str, uids: Iterable[int], mailbox: str = "INBOX") -> None:
+        """Delete messages on the server (as a user's other mail client would)."""
+        client = self._login(user)
+        try:
+            client.select_folder(mailbox)
+            client.delete_messages(list(uids))
+            client.expunge()
+        finally:
+            client.logout()
+
+    def rename_folder(self, user: str, old: str, new: str) -> None:
+        """Rename a folder on the server (as a user's other mail client would)."""
+        client = self._login(user)
+        try:
+            client.rename_folder(old, new)
+        finally:
+            client.logout()
+
     def _login(self, user: str) -> imapclient.IMAPClient:
         client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=30)
         try:
@@ -251,11 +269,22 @@ class DovecotServer:
 
 
 @contextlib.contextmanager
-def running_dovecot(engine: docker.DockerClient) -> Iterator[DovecotServer]:
-    """A fresh Dovecot (image built on demand) until the block ends; then its container is removed."""
+def running_dovecot(
+    engine: docker.DockerClient, *, oauth2_introspection_url: str | None = None
+) -> Iterator[DovecotServer]:
+    """A fresh Dovecot (image built on demand) until the block ends; then its container is removed.
+
+    With `oauth2_introspection_url`, it also accepts XOAUTH2/OAUTHBEARER logins whose bearer
+    token that endpoint calls active for the user.
+    """
     image_tag = docker_local.ensure_image(engine, dovecot_image())
     env_name = unique_name("autosync-test")
-    config = DovecotConfig(name=f"{env_name}-dovecot", imap_port=free_port(), imaps_port=free_port())
+    config = DovecotConfig(
+        name=f"{env_name}-dovecot",
+        imap_port=free_port(),
+        imaps_port=free_port(),
+        oauth2_introspection_url=oauth2_introspection_url,
+    )
     try:
         container = docker_local.run(
             engine, dovecot_container(config), env_name=env_name, image_tag=image_tag

@@ -30,6 +30,8 @@ class DovecotConfig:
     ssl: str = "yes"
     host: str = "127.0.0.1"
     users: dict[str, str] = field(default_factory=dict)
+    # When set, XOAUTH2/OAUTHBEARER bearer tokens are checked against this introspection endpoint.
+    oauth2_introspection_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.ssl not in SSL_MODES:
@@ -72,6 +74,11 @@ def dovecot_container(config: DovecotConfig) -> ContainerSpec:
             "IMAP_LISTEN": config.host,
             "DOVECOT_SSL": config.ssl,
             "DOVECOT_USERS": "\n".join(f"{user}:{password}" for user, password in config.users.items()),
+            **(
+                {"DOVECOT_OAUTH2_INTROSPECTION_URL": config.oauth2_introspection_url}
+                if config.oauth2_introspection_url
+                else {}
+            ),
         },
         secret_env=frozenset({"DOVECOT_USERS"}),
         port=config.imap_port,

@@ -33,6 +33,8 @@ def make_config(database_url: str, **overrides: object) -> Config:
         "retry_base_seconds": 0.5,
         "max_attempts": 3,
         "imap_timeout_seconds": 5.0,
+        # The test OAuth2 provider (harness.oauth_provider) is plain http on loopback.
+        "oauth_allow_loopback_http": True,
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]

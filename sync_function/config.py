@@ -53,6 +53,9 @@ class Config(BaseSettings):
     imap_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600)
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
+    # Token endpoints come from users (custom providers): https only, unless an operator allows
+    # plain http to a loopback endpoint (development and tests).
+    oauth_allow_loopback_http: bool = False
 
     @field_validator("database_url")
     @classmethod

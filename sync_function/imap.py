@@ -20,8 +20,12 @@ from typing import Literal, cast
 import imapclient
 from imapclient.exceptions import LoginError
 
+from sync_function.certs import context_trusting
+
 TlsMode = Literal["tls", "starttls", "plain"]
 TLS_MODES: tuple[TlsMode, ...] = ("tls", "starttls", "plain")
+SaslMechanism = Literal["XOAUTH2", "OAUTHBEARER"]
+SASL_MECHANISMS: tuple[SaslMechanism, ...] = ("XOAUTH2", "OAUTHBEARER")
 # Seconds any one socket operation may wait; the one default (sync_function.config refers to it).
 DEFAULT_TIMEOUT_S = 30.0
 # UIDs per command line; Dovecot's default line limit (64 KiB) holds far more, other servers less.
@@ -54,6 +58,10 @@ class ImapAuthError(ImapError):
     transient = False
 
 
+class ImapTokenRejected(ImapAuthError):
+    """The server refused an OAuth2 access token (expired or revoked): a fresh one may work."""
+
+
 class ImapMailboxError(ImapError):
     """The mailbox does not exist or cannot be opened."""
 
@@ -70,6 +78,14 @@ class MailboxStatus:
     uidnext: int
     messages: int
     highestmodseq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Folder:
+    """One LIST entry: its name and its attributes, e.g. `\\Noselect` or a special use like `\\Junk`."""
+
+    name: str
+    attributes: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +134,32 @@ class ImapSession:
         with _mapped(self._where, f"STATUS {mailbox!r}", mailbox=mailbox):
             data = self._client.folder_status(mailbox, items)
         return _mailbox_status(data, self._where, mailbox)
+
+    def list_folders(self) -> list[Folder]:
+        """LIST "" "*": every folder with its attributes, in one round trip.
+
+        Servers that announce SPECIAL-USE are asked for the special-use attributes explicitly
+        (RFC 6154 `RETURN (SPECIAL-USE)`); others send them unasked, if they know them.
+        """
+        self.commands.append("LIST")
+        with _mapped(self._where, "LIST"):
+            if "SPECIAL-USE" in self.capabilities and "LIST-EXTENDED" in self.capabilities:
+                imap = self._client._imap
+                typ, data = imap._simple_command("LIST", '""', '"*"', "RETURN", "(SPECIAL-USE)")
+                self._client._checkok("LIST", typ, data)
+                typ, data = imap._untagged_response(typ, data, "LIST")
+                entries = self._client._proc_folder_list(data)
+            else:
+                entries = self._client.list_folders()
+        return [
+            Folder(
+                name=str(name),
+                attributes=frozenset(
+                    flag.decode() if isinstance(flag, bytes) else str(flag) for flag in flags
+                ),
+            )
+            for flags, _delimiter, name in entries
+        ]
 
     def examine(self, mailbox: str) -> MailboxStatus:
         """EXAMINE (read-only SELECT): nothing the importer does can change the mailbox."""
@@ -193,35 +235,55 @@ def connect(
     port: int,
     tls_mode: TlsMode,
     username: str,
-    password: str,
+    password: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
+    ca_pem: str | None = None,
+    access_token: str | None = None,
+    sasl_mechanism: SaslMechanism = "XOAUTH2",
 ) -> ImapSession:
-    """Connect and log in. `ssl_context` defaults to the system trust store with hostname checks."""
+    """Connect and log in, with the password or, given `access_token`, with SASL XOAUTH2/OAUTHBEARER.
+
+    Certificates are checked against, in this order: the account's own certificate authority
+    (`ca_pem`, added to the system store), the caller's `ssl_context`, the system trust store.
+    Host names are always checked.
+    """
     if tls_mode not in TLS_MODES:
         raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)} (got {tls_mode!r})")
     if not 1 <= port <= 65535:
         raise ValueError(f"port must be within 1..65535 (got {port})")
     if timeout_s <= 0:
         raise ValueError(f"timeout_s must be positive (got {timeout_s})")
+    if (password is None) == (access_token is None):
+        raise ValueError("give either a password or an access token")
+    if sasl_mechanism not in SASL_MECHANISMS:
+        raise ValueError(
+            f"sasl_mechanism must be one of {', '.join(SASL_MECHANISMS)} (got {sasl_mechanism!r})"
+        )
     where = f"{host}:{port} ({tls_mode})"
-    context = ssl_context if ssl_context is not None else _system_context()
-    with _mapped(where, "connecting"):
+    if ca_pem:
+        context = context_trusting(ca_pem)
+    else:
+        context = ssl_context if ssl_context is not None else _system_context()
+    with _mapped(where, "connecting", private_ca=bool(ca_pem)):
         client = imapclient.IMAPClient(
             host, port=port, ssl=tls_mode == "tls", ssl_context=context, timeout=timeout_s
         )
     try:
         if tls_mode == "starttls":
-            with _mapped(where, "STARTTLS"):
+            with _mapped(where, "STARTTLS", private_ca=bool(ca_pem)):
                 if b"STARTTLS" not in client.capabilities():
                     raise ImapTlsError(
                         f"IMAP server {where} does not offer STARTTLS; use tls_mode 'tls' with its "
                         "implicit-TLS port (usually 993)"
                     )
                 client.starttls(context)
+        if access_token is not None:
+            _token_login(client, where, username, access_token, sasl_mechanism)
         with _mapped(where, "LOGIN"):
             try:
-                client.login(username, password)
+                if password is not None:
+                    client.login(username, password)
             except LoginError as exc:
                 raise ImapAuthError(
                     f"IMAP server {where} rejected the login for user {username!r}: {_server_text(exc)}. "
@@ -235,6 +297,28 @@ def connect(
     return ImapSession(client, where=where)
 
 
+def _token_login(
+    client: imapclient.IMAPClient, where: str, username: str, token: str, mechanism: SaslMechanism
+) -> None:
+    if f"AUTH={mechanism}".encode() not in client.capabilities():
+        raise ImapAuthError(
+            f"IMAP server {where} does not offer {mechanism} sign-in; choose the other OAuth2 mechanism "
+            "or check the server is the provider's"
+        )
+    with _mapped(where, mechanism):
+        try:
+            if mechanism == "XOAUTH2":
+                client.oauth2_login(username, token)
+            else:
+                client.oauthbearer_login(username, token)
+        except LoginError as exc:
+            raise ImapTokenRejected(
+                f"IMAP server {where} refused the OAuth2 access token for user {username!r}: "
+                f"{_server_text(exc)}. Check that the account's email address matches the signed-in "
+                "account and that the consent included IMAP access."
+            ) from None
+
+
 def _server_text(exc: BaseException) -> str:
     text = str(exc.args[0] if exc.args else exc)
     if text.startswith(("b'", 'b"')):
@@ -242,8 +326,35 @@ def _server_text(exc: BaseException) -> str:
     return text.strip() or type(exc).__name__
 
 
+def _untrusted(where: str, exc: ssl.SSLCertVerificationError, *, private_ca: bool) -> str:
+    """What the user can do about a certificate the connection did not trust."""
+    reason = exc.verify_message or exc.reason or "certificate not trusted"
+    if exc.verify_code == _HOSTNAME_MISMATCH:
+        return (
+            f"the TLS certificate of IMAP server {where} is not made out for that host name ({reason}); "
+            "use the host name the server's certificate names (ask your provider for the exact IMAP host)"
+        )
+    if private_ca:
+        return (
+            f"the TLS certificate of IMAP server {where} is not signed by the certificate authority given "
+            f"in ca_pem ({reason}); check that ca_pem is the authority that signed this server's certificate "
+            "(or the server's own certificate if it is self-signed)"
+        )
+    return (
+        f"the TLS certificate of IMAP server {where} is not trusted ({reason}); if the server uses a "
+        "certificate from a private certificate authority or a self-signed one, add that authority's "
+        "certificate (PEM) to the account as ca_pem; otherwise check the host name"
+    )
+
+
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH.
+_HOSTNAME_MISMATCH = 62
+
+
 @contextmanager
-def _mapped(where: str, action: str, *, mailbox: str | None = None) -> Iterator[None]:
+def _mapped(
+    where: str, action: str, *, mailbox: str | None = None, private_ca: bool = False
+) -> Iterator[None]:
     """Translate socket, TLS and imaplib errors into the ImapError family."""
     try:
         yield
@@ -252,10 +363,7 @@ def _mapped(where: str, action: str, *, mailbox: str | None = None) -> Iterator[
     except TimeoutError as exc:
         raise ImapTimeout(f"IMAP server {where} did not answer in time while {action}") from exc
     except ssl.SSLCertVerificationError as exc:
-        raise ImapTlsError(
-            f"the TLS certificate of IMAP server {where} is not trusted ({exc.verify_message}); "
-            "check the host name, or give an ssl_context that trusts the server's CA"
-        ) from exc
+        raise ImapTlsError(_untrusted(where, exc, private_ca=private_ca)) from exc
     except ssl.SSLError as exc:
         raise ImapTlsError(
             f"TLS with IMAP server {where} failed while {action} ({exc.reason or exc}); is this the "

@@ -15,10 +15,21 @@ How a run goes:
 5. Store UIDNEXT/HIGHESTMODSEQ only once every batch is in: until then a rerun cannot take the
    "nothing new" shortcut.
 
-UIDVALIDITY change: the server says the old UIDs mean nothing any more, so the rows stored under
-the previous UIDVALIDITY for that mailbox are deleted and the checkpoint reset in one transaction,
-and the mailbox is imported again from UID 1. The stored set then equals the server's mailbox
-(no duplicates, no stale UIDs); message ids (`messages.id`) of those rows change.
+UIDVALIDITY change: the server says the old UIDs mean nothing any more. The checkpoint is reset
+and the mailbox read again from UID 1, but stored rows are kept: each fetched message whose SHA-256
+matches a row stored under another UIDVALIDITY of that mailbox moves that row to its new
+(UIDVALIDITY, UID) instead of inserting a copy (same bytes, same `messages.id`). Only messages no
+stored row matches are inserted. Rows nothing matches (deleted on the server meanwhile) keep their
+old UIDVALIDITY: the store never loses mail because the server renumbered. Equal bytes stored twice
+pair up one to one, in UID order. Too-large placeholders (no bytes, no hash, nothing to match) of
+the old UIDVALIDITY are dropped and recorded again under the new one. The re-match survives a
+crash: whatever a run did not move yet is still under the old UIDVALIDITY for the next run.
+
+Several folders (`import_account`): one session, each folder imported as above with its own
+checkpoint. A message whose bytes are already stored from another folder of the same account
+(Gmail labels) is not stored again: a `message_folders` row links this folder's (UIDVALIDITY, UID)
+to the stored message, in the same transaction as the batch. Accounts of one folder never pay for
+that check.
 
 Messages above `max_message_bytes` are stored as rows with `skipped_reason = 'too_large'`, their
 size and no bytes; their bodies are never fetched.
@@ -42,7 +53,19 @@ from uuid import UUID
 import psycopg
 from psycopg import pq, sql
 
-from sync_function.imap import DEFAULT_TIMEOUT_S, TLS_MODES, FetchedMessage, ImapSession, TlsMode, connect
+from sync_function import oauth
+from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE, selectable
+from sync_function.imap import (
+    DEFAULT_TIMEOUT_S,
+    TLS_MODES,
+    FetchedMessage,
+    ImapMailboxError,
+    ImapSession,
+    ImapTokenRejected,
+    TlsMode,
+    connect,
+)
+from sync_function.oauth import OAuthLogin
 from sync_function.parse import parse_message
 
 # The defaults live here; sync_function.config refers to them.
@@ -92,9 +115,128 @@ LEFT JOIN public.mailbox_state AS s ON s.account_id = a.id AND s.mailbox = %(mai
 WHERE a.id = %(account_id)s
 """
 
-DELETE_OTHER_UIDVALIDITY = """
+# Placeholders carry no bytes and no hash: nothing could re-match them, and the new run records them again.
+DELETE_OLD_PLACEHOLDERS = """
 DELETE FROM public.messages
-WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s AND uidvalidity <> %(uidvalidity)s
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
+  AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
+  AND skipped_reason IS NOT NULL
+"""
+
+# Rows stored under another UIDVALIDITY of this mailbox, indexed by hash for the whole run. Two
+# range conditions (not <>) so that the unique index on (account, mailbox, uidvalidity, uid)
+# finds them without reading the mailbox's current rows.
+CREATE_REMATCH_TABLE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS autosync_rematch (id bigint, uid bigint, sha256 bytea)
+ON COMMIT PRESERVE ROWS
+"""
+CREATE_REMATCH_INDEX = "CREATE INDEX IF NOT EXISTS autosync_rematch_sha256 ON autosync_rematch (sha256)"
+CLEAR_REMATCH = "TRUNCATE autosync_rematch"
+FILL_REMATCH = """
+INSERT INTO autosync_rematch (id, uid, sha256)
+SELECT id, uid, sha256 FROM public.messages
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
+  AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
+  AND sha256 IS NOT NULL
+"""
+
+# Links of a folder are identities under its UIDVALIDITY: when it changes, they are dropped (the
+# message itself stays) and made again for the messages still there.
+DELETE_OLD_LINKS = """
+DELETE FROM public.message_folders
+WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s
+  AND (uidvalidity < %(uidvalidity)s OR uidvalidity > %(uidvalidity)s)
+"""
+
+# Accounts with several folders, within a batch's transaction (after any re-match): a message whose
+# bytes are already stored from another folder of the account is linked to that row instead of
+# stored again. Returns (new links, batch rows taken out).
+LINK_BATCH = """
+WITH elsewhere AS (
+    SELECT DISTINCT ON (b.uid) b.uid, m.id
+    FROM autosync_import_batch AS b
+    JOIN public.messages AS m
+      ON m.account_id = %(account_id)s AND m.sha256 = b.sha256 AND m.mailbox <> %(mailbox)s
+    WHERE b.sha256 IS NOT NULL
+    ORDER BY b.uid, m.id
+),
+linked AS (
+    INSERT INTO public.message_folders (account_id, mailbox, uidvalidity, uid, message_id, user_id)
+    SELECT %(account_id)s, %(mailbox)s, %(uidvalidity)s, e.uid, e.id, %(user_id)s FROM elsewhere AS e
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
+dropped AS (
+    DELETE FROM autosync_import_batch AS b USING elsewhere AS e WHERE b.uid = e.uid RETURNING 1
+)
+SELECT (SELECT count(*) FROM linked), (SELECT count(*) FROM dropped)
+"""
+
+# The same for one message on the row-by-row path: the stored message to link to, if any.
+FIND_ELSEWHERE = """
+SELECT id FROM public.messages
+WHERE account_id = %(account_id)s AND sha256 = %(sha256)s AND mailbox <> %(mailbox)s
+ORDER BY id
+LIMIT 1
+"""
+LINK_ONE = """
+INSERT INTO public.message_folders (account_id, mailbox, uidvalidity, uid, message_id, user_id)
+VALUES (%(account_id)s, %(mailbox)s, %(uidvalidity)s, %(uid)s, %(message_id)s, %(user_id)s)
+ON CONFLICT DO NOTHING
+"""
+
+# Within a batch's transaction, after the batch is in autosync_import_batch: move every stored row
+# whose bytes came back under a new UID to that UID, and drop those messages from the batch.
+# The n-th copy of equal bytes in the batch takes the n-th stored copy (both in UID order); a UID
+# already stored under the current UIDVALIDITY (a rerun) never takes a second row.
+REMATCH_BATCH = """
+WITH wanted AS (
+    SELECT b.uid, b.sha256, row_number() OVER (PARTITION BY b.sha256 ORDER BY b.uid) AS n
+    FROM autosync_import_batch AS b
+    WHERE b.sha256 IS NOT NULL
+      AND NOT EXISTS (
+          SELECT 1 FROM public.messages AS m
+          WHERE m.account_id = %(account_id)s AND m.mailbox = %(mailbox)s
+            AND m.uidvalidity = %(uidvalidity)s AND m.uid = b.uid
+      )
+),
+previous AS (
+    SELECT r.id, r.sha256, row_number() OVER (PARTITION BY r.sha256 ORDER BY r.uid) AS n
+    FROM autosync_rematch AS r
+    WHERE r.sha256 IN (SELECT sha256 FROM wanted)
+),
+moved AS (
+    UPDATE public.messages AS m
+    SET uidvalidity = %(uidvalidity)s, uid = w.uid
+    FROM wanted AS w JOIN previous AS p USING (sha256, n)
+    WHERE m.id = p.id
+    RETURNING m.id, m.uid
+),
+forgotten AS (
+    DELETE FROM autosync_rematch AS r USING moved WHERE r.id = moved.id
+)
+DELETE FROM autosync_import_batch AS b USING moved WHERE b.uid = moved.uid
+"""
+
+# The same for one message, on the row-by-row path; returns a row when a stored row was moved.
+REMATCH_ONE = """
+WITH target AS (
+    SELECT r.id FROM autosync_rematch AS r
+    WHERE r.sha256 = %(sha256)s
+      AND NOT EXISTS (
+          SELECT 1 FROM public.messages AS m
+          WHERE m.account_id = %(account_id)s AND m.mailbox = %(mailbox)s
+            AND m.uidvalidity = %(uidvalidity)s AND m.uid = %(uid)s
+      )
+    ORDER BY r.uid
+    LIMIT 1
+),
+moved AS (
+    UPDATE public.messages AS m SET uidvalidity = %(uidvalidity)s, uid = %(uid)s
+    FROM target WHERE m.id = target.id
+    RETURNING m.id
+)
+DELETE FROM autosync_rematch AS r USING moved WHERE r.id = moved.id RETURNING r.id
 """
 
 RESET_STATE = """
@@ -157,6 +299,17 @@ SET last_uid = greatest(last_uid, %(last_uid)s), updated_at = now()
 WHERE account_id = %(account_id)s AND mailbox = %(mailbox)s AND uidvalidity = %(uidvalidity)s
 """
 
+# Folders of a several-folder account that were gone in this run get `missing_since` (kept from
+# the first run that missed them); folders read again lose it. With a chosen list, only the
+# listed folders are concerned; with all folders, every checkpoint of the account.
+MARK_MISSING = """
+UPDATE public.mailbox_state
+SET missing_since = CASE WHEN mailbox = ANY(%(present)s::text[]) THEN NULL ELSE now() END
+WHERE account_id = %(account_id)s
+  AND (%(all_folders)s OR mailbox = ANY(%(names)s::text[]))
+  AND (mailbox = ANY(%(present)s::text[])) = (missing_since IS NOT NULL)
+"""
+
 FINISH_STATE = """
 UPDATE public.mailbox_state
 SET uidnext = %(uidnext)s, highestmodseq = %(highestmodseq)s,
@@ -178,8 +331,20 @@ class ImapAccount:
     port: int
     tls_mode: TlsMode
     username: str
-    password: str = field(repr=False)
+    # None for OAuth2 accounts, which sign in with `oauth`.
+    password: str | None = field(repr=False)
     mailbox: str = "INBOX"
+    # PEM of the private certificate authority the server's certificate is signed by, if any.
+    ca_pem: str | None = field(default=None, repr=False)
+    # Several folders: a chosen list (None: just `mailbox`), or all selectable ones (LIST).
+    folders: tuple[str, ...] | None = None
+    all_folders: bool = False
+    skip_special_use: tuple[str, ...] = DEFAULT_SKIP_SPECIAL_USE
+    oauth: OAuthLogin | None = None
+
+    @property
+    def several_folders(self) -> bool:
+        return self.all_folders or self.folders is not None
 
 
 @dataclass(frozen=True)
@@ -188,7 +353,11 @@ class ImportResult:
 
     fetched: bodies downloaded; imported: new rows with bytes; skipped: new rows without bytes
     (too large); duplicates: rows already stored (a crashed run's batch); bytes: bytes downloaded;
-    removed: rows of an old UIDVALIDITY deleted; round_trips: IMAP commands after login.
+    rematched: rows stored under an old UIDVALIDITY moved to their new UID (not copied);
+    linked: messages already stored from another folder of the account, linked to this folder
+    (message_folders) instead of stored again;
+    removed: too-large placeholders of an old UIDVALIDITY dropped (recorded again under the new
+    one); round_trips: IMAP commands after login.
     """
 
     account_id: UUID
@@ -203,9 +372,46 @@ class ImportResult:
     seconds: float = 0.0
     unchanged: bool = False
     uidvalidity_changed: bool = False
+    rematched: int = 0
+    linked: int = 0
     removed: int = 0
     round_trips: int = 0
     imap_commands: tuple[str, ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class AccountImportResult:
+    """What one run did for an account: one ImportResult per folder read, and the folders found gone."""
+
+    account_id: UUID
+    folders: tuple[ImportResult, ...]
+    missing: tuple[str, ...] = ()
+    round_trips: int = 0
+    imap_commands: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def fetched(self) -> int:
+        return sum(r.fetched for r in self.folders)
+
+    @property
+    def imported(self) -> int:
+        return sum(r.imported for r in self.folders)
+
+    @property
+    def skipped(self) -> int:
+        return sum(r.skipped for r in self.folders)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(r.duplicates for r in self.folders)
+
+    @property
+    def bytes(self) -> int:
+        return sum(r.bytes for r in self.folders)
+
+    @property
+    def unchanged(self) -> bool:
+        return all(r.unchanged for r in self.folders)
 
 
 @dataclass
@@ -215,6 +421,8 @@ class _Counts:
     skipped: int = 0
     duplicates: int = 0
     bytes: int = 0
+    rematched: int = 0
+    linked: int = 0
     removed: int = 0
 
 
@@ -237,118 +445,263 @@ def import_mailbox(
     """
     started = time.perf_counter()
     _check_arguments(conn, account=account, batch_size=batch_size, max_message_bytes=max_message_bytes)
-    params = {"account_id": account.account_id, "mailbox": account.mailbox}
-    row = conn.execute(READ_STATE, params).fetchone()
+    state = _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
+    with login(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+        return _import_folder(
+            conn,
+            session,
+            account=account,
+            mailbox=account.mailbox,
+            user_id=user_id,
+            state=state,
+            batch_size=batch_size,
+            max_message_bytes=max_message_bytes,
+            started=started,
+        )
+
+
+def import_account(
+    conn: psycopg.Connection[Any],
+    *,
+    account: ImapAccount,
+    user_id: UUID,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ssl_context: ssl.SSLContext | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> AccountImportResult:
+    """Import every folder of `account` over one IMAP session, each folder with its own checkpoint.
+
+    An account of one folder behaves as `import_mailbox` (a missing folder fails the run). With
+    several folders, a folder that is gone (renamed or deleted on the server) is recorded in
+    `mailbox_state.missing_since` and in the result, and the other folders are imported.
+    """
+    if not account.several_folders:
+        single = import_mailbox(
+            conn,
+            account=account,
+            user_id=user_id,
+            batch_size=batch_size,
+            max_message_bytes=max_message_bytes,
+            ssl_context=ssl_context,
+            timeout_s=timeout_s,
+        )
+        return AccountImportResult(
+            account_id=account.account_id,
+            folders=(single,),
+            round_trips=single.round_trips,
+            imap_commands=single.imap_commands,
+        )
+    _check_arguments(conn, account=account, batch_size=batch_size, max_message_bytes=max_message_bytes)
+    # Ownership first, before anything is fetched.
+    _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
+    results: list[ImportResult] = []
+    missing: list[str] = []
+    with login(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+        if account.all_folders:
+            names = selectable(session.list_folders(), skip_special_use=account.skip_special_use)
+        else:
+            names = list(dict.fromkeys(account.folders or ()))
+        for name in names:
+            state = _read_state(conn, account=account, mailbox=name, user_id=user_id)
+            try:
+                results.append(
+                    _import_folder(
+                        conn,
+                        session,
+                        account=account,
+                        mailbox=name,
+                        user_id=user_id,
+                        state=state,
+                        batch_size=batch_size,
+                        max_message_bytes=max_message_bytes,
+                        started=time.perf_counter(),
+                    )
+                )
+            except ImapMailboxError:
+                missing.append(name)
+        present = [result.mailbox for result in results]
+        with conn.transaction():
+            conn.execute(
+                MARK_MISSING,
+                {
+                    "account_id": account.account_id,
+                    "present": present,
+                    "names": names,
+                    "all_folders": account.all_folders,
+                },
+            )
+        return AccountImportResult(
+            account_id=account.account_id,
+            folders=tuple(results),
+            missing=tuple(missing),
+            round_trips=session.round_trips,
+            imap_commands=tuple(session.commands),
+        )
+
+
+def login(account: ImapAccount, *, ssl_context: ssl.SSLContext | None, timeout_s: float) -> ImapSession:
+    """Log in with the password, or with a cached access token refreshed once if the server refuses it."""
+    common: dict[str, Any] = {
+        "host": account.host,
+        "port": account.port,
+        "tls_mode": account.tls_mode,
+        "username": account.username,
+        "timeout_s": timeout_s,
+        "ssl_context": ssl_context,
+        "ca_pem": account.ca_pem,
+    }
+    if account.oauth is None:
+        return connect(password=account.password, **common)
+    login = account.oauth
+    for attempt in (1, 2):
+        tokens = oauth.current_token(account.account_id, login)
+        try:
+            return connect(access_token=tokens.access_token, sasl_mechanism=login.mechanism, **common)
+        except ImapTokenRejected:
+            # Expired early or revoked: one fresh token from the provider, then give up.
+            oauth.forget_token(account.account_id, login)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    uidvalidity: int | None
+    last_uid: int | None
+    uidnext: int | None
+
+
+def _read_state(
+    conn: psycopg.Connection[Any], *, account: ImapAccount, mailbox: str, user_id: UUID
+) -> _State:
+    row = conn.execute(READ_STATE, {"account_id": account.account_id, "mailbox": mailbox}).fetchone()
     if conn.info.transaction_status == pq.TransactionStatus.INTRANS:
         conn.commit()
     if row is None:
         raise ValueError(f"email account {account.account_id} does not exist")
-    owner, stored_uidvalidity, stored_last_uid, stored_uidnext = row
+    owner, uidvalidity, last_uid, uidnext = row
     if owner != user_id:
         raise ValueError(f"email account {account.account_id} does not belong to user {user_id}")
+    return _State(uidvalidity=uidvalidity, last_uid=last_uid, uidnext=uidnext)
 
-    with connect(
-        host=account.host,
-        port=account.port,
-        tls_mode=account.tls_mode,
-        username=account.username,
-        password=account.password,
-        timeout_s=timeout_s,
-        ssl_context=ssl_context,
-    ) as session:
-        status = session.status(account.mailbox)
-        if (
-            stored_uidvalidity == status.uidvalidity
-            and stored_uidnext is not None
-            and stored_uidnext == status.uidnext
-        ):
-            return ImportResult(
-                account_id=account.account_id,
-                mailbox=account.mailbox,
-                uidvalidity=status.uidvalidity,
-                last_uid=stored_last_uid,
-                seconds=time.perf_counter() - started,
-                unchanged=True,
-                round_trips=session.round_trips,
-                imap_commands=tuple(session.commands),
-            )
 
-        opened = session.examine(account.mailbox)
-        uidvalidity = opened.uidvalidity
-        counts = _Counts()
-        changed = stored_uidvalidity is not None and stored_uidvalidity != uidvalidity
-        last_uid = stored_last_uid or 0
-        if stored_uidvalidity != uidvalidity:
-            params["uidvalidity"] = uidvalidity
-            with conn.transaction():
-                counts.removed = conn.execute(DELETE_OTHER_UIDVALIDITY, params).rowcount
-                conn.execute(RESET_STATE, params)
-            last_uid = 0
-        params["uidvalidity"] = uidvalidity
-
-        new_uids = session.search_uids(min_uid=last_uid + 1)
-        large = (
-            set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes))
-            if new_uids
-            else set()
-        )
-        large_sizes = session.fetch_sizes(sorted(large)) if large else {}
-        with conn.transaction():
-            conn.execute(CREATE_BATCH_TABLE)
-            row = conn.execute(MAX_STORED_UID, params).fetchone()
-        # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
-        # concurrent import: then every batch takes the slower path that skips duplicates.
-        writer = _BatchWriter(
-            conn, params={**params, "user_id": user_id}, direct=bool(row and row[0] <= last_uid)
-        )
-
-        batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
-        # closing(): on an error, wait for the fetch in flight before the session logs out.
-        with closing(_prefetched(session, batches, large)) as stream:
-            for batch, fetched in stream:
-                counts.fetched += len(fetched)
-                counts.bytes += sum(len(m.raw) for m in fetched)
-                _store_batch(
-                    writer,
-                    fetched=fetched,
-                    # A large UID without a size was expunged meanwhile: nothing to record.
-                    skipped={uid: large_sizes[uid] for uid in batch if uid in large_sizes},
-                    counts=counts,
-                    last_uid=batch[-1],
-                )
-                last_uid = batch[-1]
-
-        final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
-        with conn.transaction():
-            updated = conn.execute(
-                FINISH_STATE,
-                {
-                    **params,
-                    "uidnext": final_uidnext,
-                    "highestmodseq": opened.highestmodseq
-                    if opened.highestmodseq is not None
-                    else status.highestmodseq,
-                    "last_uid": last_uid,
-                },
-            ).rowcount
-            if updated != 1:
-                raise ImportConflict(_conflict_message(account))
+def _import_folder(
+    conn: psycopg.Connection[Any],
+    session: ImapSession,
+    *,
+    account: ImapAccount,
+    mailbox: str,
+    user_id: UUID,
+    state: _State,
+    batch_size: int,
+    max_message_bytes: int,
+    started: float,
+) -> ImportResult:
+    params: dict[str, Any] = {"account_id": account.account_id, "mailbox": mailbox}
+    stored_uidvalidity, stored_last_uid, stored_uidnext = state.uidvalidity, state.last_uid, state.uidnext
+    trips_before, commands_before = session.round_trips, len(session.commands)
+    status = session.status(mailbox)
+    if (
+        stored_uidvalidity == status.uidvalidity
+        and stored_uidnext is not None
+        and stored_uidnext == status.uidnext
+    ):
         return ImportResult(
             account_id=account.account_id,
-            mailbox=account.mailbox,
-            uidvalidity=uidvalidity,
-            last_uid=last_uid,
-            fetched=counts.fetched,
-            imported=counts.imported,
-            skipped=counts.skipped,
-            duplicates=counts.duplicates,
-            bytes=counts.bytes,
+            mailbox=mailbox,
+            uidvalidity=status.uidvalidity,
+            last_uid=stored_last_uid or 0,
             seconds=time.perf_counter() - started,
-            uidvalidity_changed=changed,
-            removed=counts.removed,
-            round_trips=session.round_trips,
-            imap_commands=tuple(session.commands),
+            unchanged=True,
+            round_trips=session.round_trips - trips_before,
+            imap_commands=tuple(session.commands[commands_before:]),
         )
+
+    opened = session.examine(mailbox)
+    uidvalidity = opened.uidvalidity
+    counts = _Counts()
+    changed = stored_uidvalidity is not None and stored_uidvalidity != uidvalidity
+    last_uid = stored_last_uid or 0
+    if stored_uidvalidity != uidvalidity:
+        params["uidvalidity"] = uidvalidity
+        with conn.transaction():
+            counts.removed = conn.execute(DELETE_OLD_PLACEHOLDERS, params).rowcount
+            conn.execute(DELETE_OLD_LINKS, params)
+            conn.execute(RESET_STATE, params)
+        last_uid = 0
+    params["uidvalidity"] = uidvalidity
+
+    new_uids = session.search_uids(min_uid=last_uid + 1)
+    large = (
+        set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes)) if new_uids else set()
+    )
+    large_sizes = session.fetch_sizes(sorted(large)) if large else {}
+    with conn.transaction():
+        conn.execute(CREATE_BATCH_TABLE)
+        row = conn.execute(MAX_STORED_UID, params).fetchone()
+        rematch = _collect_rematch(conn, params) if new_uids else False
+    # Rows above the checkpoint exist only after a checkpoint was moved back by hand or a
+    # concurrent import: then every batch takes the slower path that skips duplicates. Rows of
+    # an old UIDVALIDITY waiting to be re-matched take it too.
+    writer = _BatchWriter(
+        conn,
+        params={**params, "user_id": user_id},
+        direct=bool(row and row[0] <= last_uid) and not rematch and not account.several_folders,
+        rematch=rematch,
+        cross_folder=account.several_folders,
+    )
+
+    batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
+    # closing(): on an error, wait for the fetch in flight before the session logs out.
+    with closing(_prefetched(session, batches, large)) as stream:
+        for batch, fetched in stream:
+            counts.fetched += len(fetched)
+            counts.bytes += sum(len(m.raw) for m in fetched)
+            _store_batch(
+                writer,
+                fetched=fetched,
+                # A large UID without a size was expunged meanwhile: nothing to record.
+                skipped={uid: large_sizes[uid] for uid in batch if uid in large_sizes},
+                counts=counts,
+                last_uid=batch[-1],
+            )
+            last_uid = batch[-1]
+
+    final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
+    with conn.transaction():
+        updated = conn.execute(
+            FINISH_STATE,
+            {
+                **params,
+                "uidnext": final_uidnext,
+                "highestmodseq": opened.highestmodseq
+                if opened.highestmodseq is not None
+                else status.highestmodseq,
+                "last_uid": last_uid,
+            },
+        ).rowcount
+        if updated != 1:
+            raise ImportConflict(_conflict_message(account, mailbox))
+    return ImportResult(
+        account_id=account.account_id,
+        mailbox=mailbox,
+        uidvalidity=uidvalidity,
+        last_uid=last_uid,
+        fetched=counts.fetched,
+        imported=counts.imported,
+        skipped=counts.skipped,
+        duplicates=counts.duplicates,
+        bytes=counts.bytes,
+        seconds=time.perf_counter() - started,
+        uidvalidity_changed=changed,
+        rematched=counts.rematched,
+        linked=counts.linked,
+        removed=counts.removed,
+        round_trips=session.round_trips - trips_before,
+        imap_commands=tuple(session.commands[commands_before:]),
+    )
 
 
 def _check_arguments(
@@ -368,9 +721,21 @@ def _check_arguments(
         )
 
 
-def _conflict_message(account: ImapAccount) -> str:
+def _collect_rematch(conn: psycopg.Connection[Any], params: dict[str, Any]) -> bool:
+    """Gather the rows of other UIDVALIDITYs of the mailbox; True when there are any.
+
+    Usually there are none and this is one cheap index probe. The table lives for the session
+    (the pool's connection), refilled at each run, so a crashed run leaves nothing stale behind.
+    """
+    conn.execute(CREATE_REMATCH_TABLE)
+    conn.execute(CREATE_REMATCH_INDEX)
+    conn.execute(CLEAR_REMATCH)
+    return conn.execute(FILL_REMATCH, params).rowcount > 0
+
+
+def _conflict_message(account: ImapAccount, mailbox: str) -> str:
     return (
-        f"the checkpoint of account {account.account_id} mailbox {account.mailbox!r} changed during "
+        f"the checkpoint of account {account.account_id} mailbox {mailbox!r} changed during "
         "the import (UIDVALIDITY reset by another run?); nothing of this batch was stored, run again"
     )
 
@@ -422,9 +787,14 @@ class _BatchWriter:
     conn: psycopg.Connection[Any]
     params: dict[str, Any]
     direct: bool
+    rematch: bool = False
+    rematched: int = 0
+    # Several folders: link messages stored from another folder instead of storing them again.
+    cross_folder: bool = False
+    linked: int = 0
 
     def write(self, messages: list[StoredMessage], *, last_uid: int) -> tuple[int, int]:
-        """Store `messages`; returns (new stored rows, new skipped rows)."""
+        """Store `messages`; returns (new stored rows, new skipped rows), re-matched rows not counted."""
         try:
             if self.direct:
                 try:
@@ -441,6 +811,20 @@ class _BatchWriter:
         stored = skipped = 0
         with self.conn.transaction(), self.conn.cursor() as cur:
             for message in messages:
+                moved = (
+                    self.rematch
+                    and message.sha256 is not None
+                    and cur.execute(REMATCH_ONE, _params(message)).fetchone() is not None
+                )
+                if moved:
+                    self.rematched += 1
+                    continue
+                if self.cross_folder and message.sha256 is not None:
+                    found = cur.execute(FIND_ELSEWHERE, _params(message)).fetchone()
+                    if found is not None:
+                        link = {**_params(message), "message_id": found[0]}
+                        self.linked += cur.execute(LINK_ONE, link).rowcount
+                        continue
                 try:
                     with self.conn.transaction():
                         inserted = cur.execute(INSERT_ONE, _params(message)).fetchone()
@@ -471,6 +855,13 @@ class _BatchWriter:
                 copy.set_types(MESSAGE_TYPES)
                 for message in messages:
                     copy.write_row(_as_row(message))
+            if self.rematch:
+                self.rematched += cur.execute(REMATCH_BATCH, self.params).rowcount
+            if self.cross_folder:
+                links = cur.execute(LINK_BATCH, self.params).fetchone()
+                assert links is not None
+                # Links made before (a batch stored again) take their rows out too: duplicates.
+                self.linked += int(links[0])
             counts = cur.execute(INSERT_BATCH).fetchone()
             assert counts is not None
             self._advance(cur, last_uid)
@@ -551,7 +942,12 @@ def _store_batch(
                 raw=None,
             )
         )
+    rematched_before, linked_before = writer.rematched, writer.linked
     imported, skipped_new = writer.write(messages, last_uid=last_uid)
+    rematched = writer.rematched - rematched_before
+    linked = writer.linked - linked_before
     counts.imported += imported
     counts.skipped += skipped_new
-    counts.duplicates += len(messages) - imported - skipped_new
+    counts.rematched += rematched
+    counts.linked += linked
+    counts.duplicates += len(messages) - imported - skipped_new - rematched - linked

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+
+from sync_function.certs import MAX_CA_PEM_CHARS, validate_ca_pem
+from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE, SPECIAL_USES
+
+SpecialUse = Literal["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"]
 
 
 class Strict(BaseModel):
@@ -39,13 +44,94 @@ class LoadAutoSync(Success):
     settings: AutoSyncPreference
 
 
+class OAuth2Sign(Strict):
+    """How an OAuth2 account signs in: a preset provider or a token endpoint, the product's client,
+    and either the user's refresh token or an authorization code (with its PKCE verifier) to exchange."""
+
+    provider: Literal["google", "microsoft"] | None = Field(
+        default=None, description="a preset (token endpoint and scopes); or give token_endpoint"
+    )
+    token_endpoint: str | None = Field(
+        default=None, max_length=2048, description="any provider's token endpoint (https)"
+    )
+    scopes: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(
+        default=None, max_length=20, description="scopes to ask for on refresh (default: the preset's)"
+    )
+    client_id: str = Field(min_length=1, max_length=512, description="the product's OAuth2 client id")
+    client_secret: str | None = Field(
+        default=None, min_length=1, max_length=1024, description="for confidential clients; stored encrypted"
+    )
+    mechanism: Literal["XOAUTH2", "OAUTHBEARER"] = "XOAUTH2"
+    refresh_token: str | None = Field(default=None, min_length=1, max_length=4096)
+    code: str | None = Field(default=None, min_length=1, max_length=4096)
+    code_verifier: str | None = Field(default=None, min_length=43, max_length=128)
+    redirect_uri: str | None = Field(default=None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _one_grant(self) -> OAuth2Sign:
+        if (self.provider is None) == (self.token_endpoint is None):
+            raise ValueError("give either provider or token_endpoint")
+        if (self.refresh_token is None) == (self.code is None):
+            raise ValueError("give either refresh_token or code (with code_verifier and redirect_uri)")
+        if self.code is not None and (self.code_verifier is None or self.redirect_uri is None):
+            raise ValueError("an authorization code needs its code_verifier and redirect_uri")
+        return self
+
+
 class NewEmailAccount(Strict):
     host: str = Field(min_length=1, max_length=253)
     port: StrictInt = Field(ge=1, le=65535)
     tls_mode: Literal["tls", "starttls", "plain"]
     username: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    oauth2: OAuth2Sign | None = Field(default=None, description="sign in with OAuth2 instead of a password")
     mailbox: str = Field(default="INBOX", min_length=1, max_length=512)
+    ca_pem: str | None = Field(
+        default=None,
+        max_length=MAX_CA_PEM_CHARS,
+        description="PEM certificate(s) of the private certificate authority that signs the server's "
+        "certificate (or the server's self-signed certificate); host names are still checked",
+    )
+
+    folders: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="Folders to import, each with its own checkpoint (default: just `mailbox`)",
+    )
+    all_folders: StrictBool = Field(
+        default=False,
+        description="Import every selectable folder, found with LIST at each run (not with `folders`)",
+    )
+    skip_special_use: list[SpecialUse] = Field(
+        default_factory=lambda: cast(list[SpecialUse], list(DEFAULT_SKIP_SPECIAL_USE)),
+        max_length=len(SPECIAL_USES),
+        description="With all_folders: special-use folders (RFC 6154) to leave out",
+    )
+
+    @field_validator("ca_pem")
+    @classmethod
+    def _ca_pem(cls, value: str | None) -> str | None:
+        return None if value is None else validate_ca_pem(value)
+
+    @field_validator("folders")
+    @classmethod
+    def _folders(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for name in value for c in name):
+            raise ValueError("folder names must not contain control characters")
+        return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> NewEmailAccount:
+        if (self.password is None) == (self.oauth2 is None):
+            raise ValueError("give either password or oauth2")
+        return self
+
+    @model_validator(mode="after")
+    def _one_folder_choice(self) -> NewEmailAccount:
+        if self.all_folders and self.folders is not None:
+            raise ValueError("give either folders or all_folders, not both")
+        return self
 
     @field_validator("host")
     @classmethod
@@ -57,8 +143,8 @@ class NewEmailAccount(Strict):
 
     @field_validator("username", "password", "mailbox")
     @classmethod
-    def _no_control_characters(cls, value: str) -> str:
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    def _no_control_characters(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise ValueError("must not contain control characters")
         return value
 
@@ -70,7 +156,35 @@ class EmailAccount(BaseModel):
     tls_mode: str
     username: str
     mailbox: str
+    ca_pem: str | None = None
+    folders: list[str] | None = None
+    all_folders: bool = False
+    skip_special_use: list[str] = Field(default_factory=list)
+    auth_method: str = "password"
+    oauth_provider: str | None = None
+    oauth_mechanism: str | None = None
+    needs_reconnect_since: datetime | None = Field(
+        default=None, description="set when the provider refused the sign-in: reconnect the account"
+    )
+    needs_reconnect_reason: str | None = None
     created_at: datetime
+
+
+class Reconnect(Strict):
+    """A new grant for an OAuth2 account: a refresh token, or a code with its verifier and redirect URI."""
+
+    refresh_token: str | None = Field(default=None, min_length=1, max_length=4096)
+    code: str | None = Field(default=None, min_length=1, max_length=4096)
+    code_verifier: str | None = Field(default=None, min_length=43, max_length=128)
+    redirect_uri: str | None = Field(default=None, min_length=1, max_length=2048)
+
+    @model_validator(mode="after")
+    def _one_grant(self) -> Reconnect:
+        if (self.refresh_token is None) == (self.code is None):
+            raise ValueError("give either refresh_token or code (with code_verifier and redirect_uri)")
+        if self.code is not None and (self.code_verifier is None or self.redirect_uri is None):
+            raise ValueError("an authorization code needs its code_verifier and redirect_uri")
+        return self
 
 
 class EmailAccountCreated(Success):

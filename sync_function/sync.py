@@ -6,14 +6,16 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
+import psycopg
 import structlog
 from psycopg_pool import ConnectionPool
 
-from sync_function import accounts, metrics, notify, runs
+from sync_function import accounts, metrics, notify, oauth, runs
 from sync_function.config import Config
 from sync_function.imap import ImapError
-from sync_function.importer import import_mailbox
+from sync_function.importer import AccountImportResult, ImapAccount, import_account
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,7 @@ def run_attempt(
             log.info("run already finished", run_id=str(run_id))
             return AttemptResult(run_id=run_id, status="finished")
         errors: list[str] = []
+        reconnect: list[tuple[uuid.UUID, str]] = []
         retryable = True
         counts = {"fetched": 0, "imported": 0, "skipped": 0, "duplicates": 0, "bytes": 0}
         try:
@@ -77,8 +80,9 @@ def run_attempt(
             errors.append(str(exc))
         for account in user_accounts:
             try:
-                result = import_mailbox(
+                result = _import_account(
                     conn,
+                    config,
                     account=account,
                     user_id=user_id,
                     batch_size=config.imap_batch_size,
@@ -86,10 +90,17 @@ def run_attempt(
                     ssl_context=ssl_context,
                     timeout_s=config.imap_timeout_seconds,
                 )
-            except (ImapError, ValueError) as exc:
+            except oauth.InvalidGrant as exc:
+                errors.append(f"{account.username}@{account.host}: {exc}")
+                # Retrying cannot help: only the user signing in again can.
+                retryable = False
+                if accounts.mark_needs_reconnect(conn, account_id=account.account_id, reason=str(exc)):
+                    reconnect.append((account.account_id, str(exc)))
+                continue
+            except (ImapError, ValueError, oauth.OAuthError) as exc:
                 errors.append(f"{account.username}@{account.host}/{account.mailbox}: {exc}")
                 # One permanent failure is enough: retrying would fail the same way for that account.
-                retryable = retryable and isinstance(exc, ImapError) and exc.transient
+                retryable = retryable and isinstance(exc, ImapError | oauth.OAuthError) and exc.transient
                 continue
             except Exception as exc:
                 errors.append(
@@ -97,6 +108,16 @@ def run_attempt(
                 )
                 log.exception("import crashed", run_id=str(run_id), account_id=str(account.account_id))
                 continue
+            if account.oauth is not None:
+                accounts.clear_needs_reconnect(conn, account_id=account.account_id)
+            if result.missing:
+                # Renamed or deleted on the server: recorded (mailbox_state.missing_since), not a failure.
+                log.warning(
+                    "folders gone from the server were skipped",
+                    run_id=str(run_id),
+                    account_id=str(account.account_id),
+                    folders=list(result.missing),
+                )
             for key in counts:
                 counts[key] += getattr(result, key)
         seconds = time.perf_counter() - started
@@ -122,11 +143,35 @@ def run_attempt(
         )
         if status == "failed":
             _maybe_alert(conn, config, user_id=user_id, run_id=run_id, error=error or "")
+        for account_id, reason in reconnect:
+            if config.failure_webhook_url is not None:
+                notify.post_failure_alert(
+                    str(config.failure_webhook_url),
+                    user_id=user_id,
+                    run_id=run_id,
+                    consecutive_failures=runs.consecutive_failures(conn, user_id=user_id),
+                    last_error=reason,
+                    event="auto_sync.needs_reconnect",
+                    account_id=account_id,
+                )
     if error is not None:
         raise ImportFailed(error, retryable=retryable)
     return AttemptResult(
         run_id=run_id, status=status, accounts=len(user_accounts), seconds=seconds, errors=errors, **counts
     )
+
+
+def _import_account(
+    conn: psycopg.Connection[Any], config: Config, *, account: ImapAccount, **kwargs: Any
+) -> AccountImportResult:
+    """import_account, then keep a refresh token the provider rotated, whatever the import did."""
+    try:
+        return import_account(conn, account=account, **kwargs)
+    finally:
+        if account.oauth is not None:
+            accounts.store_rotated_refresh_token(
+                conn, account_id=account.account_id, encryption_key=config.encryption_key.get_secret_value()
+            )
 
 
 def _maybe_alert(conn, config: Config, *, user_id: uuid.UUID, run_id: uuid.UUID, error: str) -> None:  # type: ignore[no-untyped-def]

@@ -39,6 +39,7 @@ pytest_plugins = [
     "tests.fixtures.http_recorder",
     "tests.fixtures.dovecot",
     "tests.fixtures.service",
+    "tests.fixtures.oauth",
 ]
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 
 from fastapi import APIRouter, Request, status
 
-from sync_function import accounts
+from sync_function import accounts, oauth
+from sync_function.config import Config
 from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
 from sync_function.importer import ImapAccount
@@ -15,6 +17,8 @@ from sync_function.schemas import (
     EmailAccountCreated,
     EmailAccountList,
     NewEmailAccount,
+    OAuth2Sign,
+    Reconnect,
     Success,
 )
 from sync_function.users import UnknownUser
@@ -29,7 +33,11 @@ router = APIRouter(prefix="/api/email-accounts", tags=["email accounts"])
 def add_account(
     body: NewEmailAccount, user_id: CurrentUser, pool: PoolDep, config: ConfigDep, request: Request
 ) -> EmailAccountCreated:
-    """Log in to the IMAP server, then store the account with its password encrypted."""
+    """Log in to the IMAP server, then store the account with its password or refresh token encrypted."""
+    try:
+        login, code = _oauth(body.oauth2, config)
+    except ValueError as exc:
+        raise ApiError(422, f"oauth2: {exc}") from None
     account = ImapAccount(
         account_id=uuid.uuid4(),  # a placeholder: the database assigns the stored account's id
         host=body.host,
@@ -37,7 +45,13 @@ def add_account(
         tls_mode=body.tls_mode,
         username=body.username,
         password=body.password,
-        mailbox=body.mailbox,
+        oauth=login,
+        # The first chosen folder names the account (its unique key) as the single folder did.
+        mailbox=body.folders[0] if body.folders else body.mailbox,
+        ca_pem=body.ca_pem,
+        folders=tuple(body.folders) if body.folders is not None else None,
+        all_folders=body.all_folders,
+        skip_special_use=tuple(body.skip_special_use),
     )
     try:
         view = accounts.add(
@@ -47,6 +61,7 @@ def add_account(
             encryption_key=config.encryption_key.get_secret_value(),
             timeout_s=config.imap_timeout_seconds,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
+            code=code,
         )
     except accounts.LoginFailed as exc:
         raise ApiError(400, str(exc)) from None
@@ -54,6 +69,66 @@ def add_account(
         raise ApiError(409, str(exc)) from None
     except UnknownUser:
         raise ApiError(403, "the token's user does not exist") from None
+    return EmailAccountCreated(account=EmailAccount(**vars(view)))
+
+
+def _oauth(
+    sign: OAuth2Sign | None, config: Config
+) -> tuple[oauth.OAuthLogin | None, oauth.AuthorizationCode | None]:
+    if sign is None:
+        return None, None
+    where = oauth.provider(
+        sign.provider,
+        token_endpoint=sign.token_endpoint,
+        allow_loopback_http=config.oauth_allow_loopback_http,
+    )
+    if sign.scopes is not None:
+        where = replace(where, scopes=tuple(sign.scopes))
+    login = oauth.OAuthLogin(
+        provider=where,
+        client=oauth.Client(sign.client_id, sign.client_secret),
+        # Filled by the exchange when a code is given.
+        refresh_token=sign.refresh_token or "",
+        mechanism=sign.mechanism,
+    )
+    code = (
+        oauth.AuthorizationCode(sign.code, sign.code_verifier or "", sign.redirect_uri or "")
+        if sign.code is not None
+        else None
+    )
+    return login, code
+
+
+@router.post("/{account_id}/reconnect", response_model=EmailAccountCreated)
+def reconnect_account(
+    account_id: uuid.UUID,
+    body: Reconnect,
+    user_id: CurrentUser,
+    pool: PoolDep,
+    config: ConfigDep,
+    request: Request,
+) -> EmailAccountCreated:
+    """Give an OAuth2 account a new grant (after the provider refused the old one); clears needs-reconnect."""
+    code = (
+        oauth.AuthorizationCode(body.code, body.code_verifier or "", body.redirect_uri or "")
+        if body.code is not None
+        else None
+    )
+    try:
+        view = accounts.reconnect(
+            pool,
+            user_id=user_id,
+            account_id=account_id,
+            refresh_token=body.refresh_token,
+            code=code,
+            encryption_key=config.encryption_key.get_secret_value(),
+            timeout_s=config.imap_timeout_seconds,
+            ssl_context=getattr(request.app.state, "imap_ssl_context", None),
+        )
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from None
+    except accounts.LoginFailed as exc:
+        raise ApiError(400, str(exc)) from None
     return EmailAccountCreated(account=EmailAccount(**vars(view)))
 
 

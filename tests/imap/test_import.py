@@ -128,20 +128,119 @@ def test_uidvalidity_change_resyncs_without_duplicates(
     dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(20, seed=4)))
     first = run_import(mailbox)
     assert first.imported == 20
+    ids_before = {bytes(r["sha256"]): r["id"] for r in stored(db, mailbox.account.account_id).values()}
 
     new_validity = dovecot.reset_uidvalidity(mailbox.user)
     dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(23, seed=4)[20:]))
     result = run_import(mailbox)
 
     assert result.uidvalidity_changed and result.uidvalidity == new_validity != first.uidvalidity
-    assert (result.removed, result.imported, result.duplicates) == (20, 23, 0)
+    assert (result.rematched, result.imported, result.duplicates, result.removed) == (20, 3, 0, 0)
     rows = stored(db, mailbox.account.account_id)
     on_server = dovecot.messages(mailbox.user)
     assert {uid: bytes(r["sha256"]) for uid, r in rows.items()} == {
         uid: hashlib.sha256(raw).digest() for uid, raw in on_server.items()
     }
     assert {r["uidvalidity"] for r in rows.values()} == {new_validity}
+    # Re-matched, not re-inserted: the rows keep their ids.
+    kept = {bytes(r["sha256"]): r["id"] for r in rows.values() if bytes(r["sha256"]) in ids_before}
+    assert kept == ids_before
     assert state(db, mailbox.account.account_id)[:2] == (new_validity, max(on_server))  # type: ignore[index]
+
+
+def test_a_message_deleted_on_the_server_survives_a_uidvalidity_change(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    generated = mailgen.generate(12, seed=14, oversized_index=5, oversized_bytes=CAP + 50_000)
+    dovecot.deliver(mailbox.user, (g.raw for g in generated))
+    first = run_import(mailbox, max_message_bytes=CAP)
+    assert (first.imported, first.skipped) == (11, 1)
+    before = stored(db, mailbox.account.account_id)
+    deleted = sorted(before)[1:3]
+    deleted_hashes = {bytes(before[uid]["sha256"]) for uid in deleted}
+    dovecot.expunge(mailbox.user, deleted)
+
+    new_validity = dovecot.reset_uidvalidity(mailbox.user)
+    fresh = mailgen.generate(15, seed=14)[12:]
+    dovecot.deliver(mailbox.user, (g.raw for g in fresh))
+    result = run_import(mailbox, max_message_bytes=CAP, batch_size=4)
+
+    # 9 stored messages came back under new UIDs, 3 are new, the placeholder is recorded again.
+    assert (result.rematched, result.imported, result.skipped, result.duplicates) == (9, 3, 1, 0)
+    assert result.removed == 1
+    after = db.execute(
+        "SELECT uidvalidity, uid, sha256 FROM public.messages WHERE account_id = %s AND skipped_reason IS NULL",
+        (mailbox.account.account_id,),
+    ).fetchall()
+    hashes = [bytes(h) for _, _, h in after]
+    assert len(hashes) == len(set(hashes)) == 11 + 3, "nothing duplicated, nothing lost"
+    on_server = {uid: hashlib.sha256(raw).digest() for uid, raw in dovecot.messages(mailbox.user).items()}
+    current = {uid: bytes(h) for v, uid, h in after if v == new_validity}
+    assert current == {uid: h for uid, h in on_server.items() if uid in current}
+    assert len(current) == 12
+    # The copies deleted on the server stay, under the UIDVALIDITY they were stored with.
+    assert {bytes(h): v for v, _, h in after if v != new_validity} == dict.fromkeys(
+        deleted_hashes, first.uidvalidity
+    )
+    placeholders = db.execute(
+        "SELECT uidvalidity FROM public.messages WHERE account_id = %s AND skipped_reason IS NOT NULL",
+        (mailbox.account.account_id,),
+    ).fetchall()
+    assert placeholders == [(new_validity,)]
+
+    again = run_import(mailbox, max_message_bytes=CAP)
+    assert again.unchanged
+
+
+def test_equal_bytes_twice_stay_two_rows_after_a_uidvalidity_change(
+    db: psycopg.Connection, dovecot: DovecotServer, mailbox: Mailbox, run_import: Run
+) -> None:
+    raw = mailgen.generate(1, seed=15)[0].raw
+    dovecot.deliver(mailbox.user, [raw, raw, raw])
+    run_import(mailbox)
+    dovecot.expunge(mailbox.user, [min(dovecot.messages(mailbox.user))])
+    new_validity = dovecot.reset_uidvalidity(mailbox.user)
+
+    result = run_import(mailbox)
+
+    assert (result.rematched, result.imported, result.duplicates) == (2, 0, 0)
+    rows = db.execute(
+        "SELECT uidvalidity, count(*) FROM public.messages WHERE account_id = %s GROUP BY 1 ORDER BY 2",
+        (mailbox.account.account_id,),
+    ).fetchall()
+    assert [count for _, count in rows] == [1, 2] and rows[1][0] == new_validity
+
+
+def test_a_crash_during_a_uidvalidity_rematch_resumes_without_copies(
+    db: psycopg.Connection,
+    dovecot: DovecotServer,
+    mailbox: Mailbox,
+    run_import: Run,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(30, seed=16)))
+    run_import(mailbox)
+    new_validity = dovecot.reset_uidvalidity(mailbox.user)
+    real_store = importer._store_batch
+    calls = {"n": 0}
+
+    def crash_on_third_batch(*args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("worker killed")
+        real_store(*args, **kwargs)
+
+    monkeypatch.setattr(importer, "_store_batch", crash_on_third_batch)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        run_import(mailbox, batch_size=7)
+    monkeypatch.setattr(importer, "_store_batch", real_store)
+    result = run_import(mailbox, batch_size=7)
+
+    assert not result.uidvalidity_changed, "the first run already moved the checkpoint"
+    assert (result.rematched, result.imported, result.duplicates) == (16, 0, 0)
+    rows = stored(db, mailbox.account.account_id)
+    assert len(rows) == 30 and {r["uidvalidity"] for r in rows.values()} == {new_validity}
+    assert set(rows) == set(dovecot.messages(mailbox.user))
 
 
 def test_a_crash_mid_import_loses_at_most_one_batch_and_resumes(

@@ -152,6 +152,82 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
     print(f"seed {SEED}: {len(kills)} kills at {kills}; {attempts} attempts")
 
 
+FOLDERS = ("INBOX", "Archive", "Lists.Python")
+
+
+def test_sigkill_mid_import_of_a_multi_folder_account_stores_exactly_each_folder(
+    service: Service, database_url: str, dovecot: DovecotServer, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED + 1)  # noqa: S311 (test schedule, not a secret)
+    per_folder = MESSAGES // len(FOLDERS)
+    kills: list[int] = []
+    with users(database_url) as (user,):
+        name, password = dovecot.new_user("crash")
+        for index, folder in enumerate(FOLDERS):
+            messages = mailgen.generate(per_folder, seed=SEED % 1000 + index)
+            dovecot.deliver(name, (m.raw for m in messages), mailbox=folder)
+        response = service.client.post(
+            "/api/email-accounts",
+            json={
+                "host": dovecot.host,
+                "port": dovecot.port,
+                "tls_mode": "plain",
+                "username": name,
+                "password": password,
+                "all_folders": True,
+            },
+            headers=service.as_user(user),
+        )
+        assert response.status_code == 201, response.text
+        enable(service, user)
+        total = per_folder * len(FOLDERS)
+        worker = WorkerProcess(service.config, tmp_path / "worker.log", **FAST_RECOVERY, **BATCH)
+        worker.start()
+        try:
+            run_id = trigger(service, user)
+            with psycopg.connect(database_url, autocommit=True) as watch:
+                # Kills spread over the whole import, so that some land in the second and third folder.
+                for goal in sorted(rng.sample(range(50, total - 50), 6)):
+                    wait_until(
+                        lambda goal=goal: progress(watch, user, run_id) >= goal,
+                        timeout_s=60,
+                        every_s=0.005,
+                        what=f"progress to {goal} messages (seed {SEED})",
+                    )
+                    at = progress(watch, user, run_id)
+                    if at >= total:
+                        break
+                    time.sleep(rng.uniform(0, 0.05))
+                    worker.kill()
+                    kills.append(progress(watch, user, run_id))
+                    worker.start()
+            status, _, _, error = wait_finished(database_url, run_id, timeout_s=120)
+        finally:
+            worker.stop()
+        assert (status, error) == ("succeeded", None), f"seed {SEED}: {error}\n{worker.log()[-3000:]}"
+        assert len(kills) >= 4 and all(count < total for count in kills), kills
+        with psycopg.connect(database_url) as conn:
+            for folder in FOLDERS:
+                rows = conn.execute(
+                    """SELECT uid, encode(sha256, 'hex') FROM public.messages
+                       WHERE user_id = %s AND mailbox = %s ORDER BY uid""",
+                    (user, folder),
+                ).fetchall()
+                uids = [uid for uid, _ in rows]
+                assert len(uids) == len(set(uids)), f"a UID of {folder} is stored twice"
+                on_server = served(dovecot, name, folder)
+                assert len(on_server) == per_folder
+                assert dict(rows) == on_server, f"{folder}: stored messages differ from the folder"
+                state = conn.execute(
+                    """SELECT s.last_uid, s.uidnext FROM public.mailbox_state AS s
+                       JOIN public.email_accounts AS a ON a.id = s.account_id
+                       WHERE a.user_id = %s AND s.mailbox = %s""",
+                    (user, folder),
+                ).fetchone()
+                assert state == (max(on_server), dovecot.status(name, folder)[b"UIDNEXT"])
+    print(f"seed {SEED}: multi-folder kills at {kills}")
+
+
 @pytest.fixture
 def own_database(fresh_postgres: PostgresConfig) -> str:
     migrations.upgrade(fresh_postgres.url)

@@ -94,12 +94,12 @@ FAST_RECOVERY = {
 }
 
 
-def served(dovecot: DovecotServer, user: str) -> dict[int, str]:
-    """UID -> SHA-256 of the bytes Dovecot serves, fetched in a few large chunks."""
+def served(dovecot: DovecotServer, user: str, mailbox: str = "INBOX") -> dict[int, str]:
+    """UID -> SHA-256 of the bytes Dovecot serves in `mailbox`, fetched in a few large chunks."""
     client = imapclient.IMAPClient(dovecot.host, port=dovecot.port, ssl=False, timeout=30)
     try:
         client.login(user, dovecot.users[user])
-        client.select_folder("INBOX", readonly=True)
+        client.select_folder(mailbox, readonly=True)
         uids = client.search(["ALL"])
         out: dict[int, str] = {}
         for start in range(0, len(uids), 1000):

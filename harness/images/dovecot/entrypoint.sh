@@ -9,6 +9,10 @@
 #   DOVECOT_USERS    newline-separated "name:password" lines (users may also come from a mounted
 #                    passwd-file at /etc/dovecot/users or a mounted /etc/dovecot/users.d/ directory)
 #   DOVECOT_TLS_SAN  subjectAltName of the generated certificate (default DNS:localhost,IP:127.0.0.1)
+#   DOVECOT_OAUTH2_INTROSPECTION_URL
+#                    when set, XOAUTH2 and OAUTHBEARER logins are accepted too, their bearer tokens
+#                    checked against this RFC 7662 introspection endpoint (POST; the answer must say
+#                    "active": true and name the user in "username"); unset, only passwords work
 set -Eeuo pipefail
 
 : "${IMAP_PORT:=143}"
@@ -74,9 +78,29 @@ chmod 750 "$users_dir"
 mkdir -p /srv/mail
 chown nobody:nogroup /srv/mail
 
+auth_mechanisms='plain login'
+oauth2_settings=''
+if [ -n "${DOVECOT_OAUTH2_INTROSPECTION_URL:-}" ]; then
+    case "$DOVECOT_OAUTH2_INTROSPECTION_URL" in
+        http://*|https://*) ;;
+        *) log "error: DOVECOT_OAUTH2_INTROSPECTION_URL must be an http(s) URL"; exit 2 ;;
+    esac
+    auth_mechanisms='plain login oauthbearer xoauth2'
+    oauth2_settings="oauth2 {
+  introspection_mode = post
+  introspection_url = $DOVECOT_OAUTH2_INTROSPECTION_URL
+  force_introspection = yes
+  username_attribute = username
+  active_attribute = active
+  active_value = true
+}"
+fi
+
 ssl_files_escaped=${ssl_files//$'\n'/\\n}
+oauth2_escaped=${oauth2_settings//$'\n'/\\n}
 sed -e "s|@IMAP_PORT@|$IMAP_PORT|" -e "s|@IMAPS_PORT@|$IMAPS_PORT|" -e "s|@IMAP_LISTEN@|$IMAP_LISTEN|" \
     -e "s|@DOVECOT_SSL@|$DOVECOT_SSL|" -e "s|@SSL_FILES@|$ssl_files_escaped|" \
+    -e "s|@AUTH_MECHANISMS@|$auth_mechanisms|" -e "s|@OAUTH2@|$oauth2_escaped|" \
     /etc/dovecot/dovecot.conf.in > /etc/dovecot/dovecot.conf
 
 exec dovecot -F "$@"
