@@ -31,7 +31,7 @@ from __future__ import annotations
 import operator
 import ssl
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
@@ -49,6 +49,10 @@ from sync_function.parse import parse_message
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 TOO_LARGE = "too_large"
+
+# Called with (messages handled, messages to handle) once the new UIDs are known and after each
+# committed batch; the connection is idle when it is called.
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +231,7 @@ def import_mailbox(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_progress: ProgressCallback | None = None,
 ) -> ImportResult:
     """Import what is new in `account.mailbox` (see the module docstring for the guarantees).
 
@@ -303,6 +308,9 @@ def import_mailbox(
         )
 
         batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
+        done = 0
+        if on_progress is not None:
+            on_progress(done, len(new_uids))
         # closing(): on an error, wait for the fetch in flight before the session logs out.
         with closing(_prefetched(session, batches, large)) as stream:
             for batch, fetched in stream:
@@ -317,6 +325,9 @@ def import_mailbox(
                     last_uid=batch[-1],
                 )
                 last_uid = batch[-1]
+                done += len(batch)
+                if on_progress is not None:
+                    on_progress(done, len(new_uids))
 
         final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
         with conn.transaction():

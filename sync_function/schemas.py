@@ -116,6 +116,11 @@ class Run(BaseModel):
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress_done: int = Field(description="messages handled so far by the latest attempt (moves per batch)")
+    progress_total: int | None = Field(
+        description="messages that attempt has to handle, as far as known (null until the first mailbox "
+        "was searched; grows as the user's next account is reached)"
+    )
 
 
 class History(Success):
