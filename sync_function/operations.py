@@ -34,12 +34,6 @@ ORDER BY coalesce(s.enabled, false) DESC, u.created_at, u.id
 LIMIT %(limit)s
 """
 
-NEXT_RUN = """
-SELECT public.auto_sync_last_slot(s.user_id, s.interval_minutes, now()) + make_interval(mins => s.interval_minutes)
-FROM public.user_settings AS s
-WHERE s.user_id = %(user_id)s AND s.enabled
-"""
-
 ENABLED_BY_INTERVAL = """
 SELECT interval_minutes, count(*) AS users
 FROM public.user_settings WHERE enabled
@@ -104,12 +98,6 @@ def _rows(conn: Connection, query: str, params: dict[str, Any] | None = None) ->
 def users(conn: Connection, *, limit: int = 1000) -> list[UserSchedule]:
     """Users, auto-sync on first, with their cron schedule, next run and last run."""
     return [UserSchedule(**row) for row in _rows(conn, USERS, {"limit": limit})]
-
-
-def next_run(conn: Connection, *, user_id: uuid.UUID) -> datetime | None:
-    """When the user's auto-sync fires next, or None when it is off."""
-    row = conn.execute(NEXT_RUN, {"user_id": user_id}).fetchone()
-    return None if row is None else row[0]
 
 
 def overview(conn: Connection, *, limit: int = 20) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
@@ -37,6 +37,17 @@ class Success(BaseModel):
 class LoadAutoSync(Success):
     # The published field name; it holds the user's auto-sync preference.
     settings: AutoSyncPreference
+    next_run: datetime | None = Field(
+        default=None, description="when the user's auto-sync fires next (UTC); null while it is off"
+    )
+
+
+class Intervals(Success):
+    intervals: list[int] = Field(description="auto_sync_supported_intervals(), in minutes, ascending")
+
+
+class SyncQueued(Success):
+    run_id: uuid.UUID
 
 
 class NewEmailAccount(Strict):
@@ -125,6 +136,17 @@ class Run(BaseModel):
 
 class History(Success):
     runs: list[Run]
+
+
+class OperatorOverview(Success):
+    """The operator view's rows; each list is newest (or largest) first."""
+
+    enabled_by_interval: list[dict[str, Any]]
+    failing_users: list[dict[str, Any]]
+    queue: dict[str, int]
+    failed_cron_runs: list[dict[str, Any]]
+    lateness: list[dict[str, Any]]
+    recent_runs: list[dict[str, Any]]
 
 
 class ErrorBody(BaseModel):
