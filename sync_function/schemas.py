@@ -37,8 +37,11 @@ class Success(BaseModel):
 class LoadAutoSync(Success):
     # The published field name; it holds the user's auto-sync preference.
     settings: AutoSyncPreference
+
+
+class NextRun(Success):
     next_run: datetime | None = Field(
-        default=None, description="when the user's auto-sync fires next (UTC); null while it is off"
+        description="when the user's auto-sync fires next (UTC); null while it is off"
     )
 
 

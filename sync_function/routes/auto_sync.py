@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from sync_function import preferences
 from sync_function.deps import CurrentUser, PoolDep
 from sync_function.errors import ApiError
-from sync_function.schemas import AutoSyncPreference, Intervals, LoadAutoSync, SaveAutoSync, Success
+from sync_function.schemas import AutoSyncPreference, Intervals, LoadAutoSync, NextRun, SaveAutoSync, Success
 from sync_function.users import UnknownUser
 
 router = APIRouter(prefix="/api/settings", tags=["settings"])
@@ -32,11 +32,16 @@ def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, pool: PoolDep) -> S
 def load_auto_sync(user_id: CurrentUser, pool: PoolDep) -> LoadAutoSync:
     with pool.connection() as conn:
         preference = preferences.load_preference(conn, user_id=user_id)
-        next_run = preferences.next_run(conn, user_id=user_id) if preference.enabled else None
     return LoadAutoSync(
-        settings=AutoSyncPreference(enabled=preference.enabled, interval_minutes=preference.interval_minutes),
-        next_run=next_run,
+        settings=AutoSyncPreference(enabled=preference.enabled, interval_minutes=preference.interval_minutes)
     )
+
+
+@router.get("/next-run", response_model=NextRun)
+def next_run(user_id: CurrentUser, pool: PoolDep) -> NextRun:
+    """When the user's auto-sync fires next, from their cron schedule's slot (null while it is off)."""
+    with pool.connection() as conn:
+        return NextRun(next_run=preferences.next_run(conn, user_id=user_id))
 
 
 @router.get("/intervals", response_model=Intervals)

@@ -56,7 +56,9 @@ function tokenSubject(token) {
 // --- the user's view ---------------------------------------------------------------------------
 
 async function loadSettings() {
-  const [{ intervals }, loaded] = await Promise.all([api("/api/settings/intervals"), api("/api/settings/load-auto-sync")]);
+  const [{ intervals }, loaded, next] = await Promise.all([
+    api("/api/settings/intervals"), api("/api/settings/load-auto-sync"), api("/api/settings/next-run"),
+  ]);
   const select = $("auto-interval");
   select.replaceChildren(...intervals.map((minutes) => {
     const option = document.createElement("option");
@@ -66,7 +68,7 @@ async function loadSettings() {
   }));
   $("auto-enabled").checked = loaded.settings.enabled;
   select.value = String(loaded.settings.interval_minutes);
-  $("next-run").textContent = loaded.next_run ? `Next automatic sync: ${when(loaded.next_run)}` : "Automatic sync is off.";
+  $("next-run").textContent = next.next_run ? `Next automatic sync: ${when(next.next_run)}` : "Automatic sync is off.";
 }
 
 async function saveSettings(event) {

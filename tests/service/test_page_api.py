@@ -41,15 +41,15 @@ def test_intervals_come_from_the_database_and_need_a_user(service: Service, data
 
 def test_next_run_is_within_one_interval_and_absent_when_off(service: Service, database_url: str) -> None:
     with users(database_url) as (user,):
-        loaded = service.client.get("/api/settings/load-auto-sync", headers=service.as_user(user)).json()
-        assert loaded["next_run"] is None
+        loaded = service.client.get("/api/settings/next-run", headers=service.as_user(user)).json()
+        assert loaded == {"success": True, "next_run": None}
         for minutes in (5, 120):
             service.client.post(
                 "/api/settings/save-auto-sync",
                 json={"enabled": True, "interval_minutes": minutes},
                 headers=service.as_user(user),
             ).raise_for_status()
-            loaded = service.client.get("/api/settings/load-auto-sync", headers=service.as_user(user)).json()
+            loaded = service.client.get("/api/settings/next-run", headers=service.as_user(user)).json()
             next_run = datetime.fromisoformat(loaded["next_run"])
             now = datetime.now(UTC)
             assert now - timedelta(seconds=5) < next_run <= now + timedelta(minutes=minutes)
