@@ -131,6 +131,16 @@ def test_operator_commands_list_users_show_history_and_sync_in_the_foreground(
             (r["trigger"], r["status"], r["messages_imported"], r["progress_done"]) for r in runs_shown
         ] == [("manual", "succeeded", 25, 25)]
 
+        # The tables people read: the user, their schedule, the run with its progress.
+        table = subprocess.run(
+            [*AUTOSYNC, "users"], env=env, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        assert str(user) in table and "every 5 min" in table
+        table = subprocess.run(
+            [*AUTOSYNC, "history", str(user)], env=env, capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+        assert "succeeded" in table and "25/25" in table
+
         refused = subprocess.run(
             [*AUTOSYNC, "history", "not-a-user"],
             env=env,
