@@ -17,6 +17,12 @@ def env_up(
     postgres_port: int = typer.Option(54322, help="Loopback port for Postgres (first start only)."),
     function_port: int = typer.Option(54321, help="Loopback port for the function's API (first start only)."),
     workers: int = typer.Option(1, min=0, help="Number of `autosync worker` containers."),
+    demo: bool = typer.Option(
+        True, "--demo/--no-demo", help="Also run a demo mailbox (Dovecot) and a demo user syncing it."
+    ),
+    demo_mail_every: int = typer.Option(
+        180, min=1, help="Seconds between new demo messages (applies when the demo's mail loop starts)."
+    ),
 ) -> None:
     """Start Postgres (pg_cron + http, migrated) and the sync function (serve + workers). Safe to run again."""
     from harness import docker_local, local_env
@@ -24,7 +30,12 @@ def env_up(
     with console.status(f"bringing up {name} (first run builds the images) …"):
         try:
             env = local_env.up(
-                name, postgres_port=postgres_port, function_port=function_port, workers=workers
+                name,
+                postgres_port=postgres_port,
+                function_port=function_port,
+                workers=workers,
+                demo=demo,
+                demo_mail_every_s=demo_mail_every,
             )
         except (docker_local.HarnessError, ValueError) as exc:
             typer.echo(f"autosync: {exc}", err=True)
@@ -43,6 +54,17 @@ def env_up(
         if env.name == local_env.DEFAULT_NAME
         else f"  take it down:  {down}"
     )
+    if env.demo is not None:
+        typer.echo(
+            f"  demo:          user {env.demo.user_id}, {env.demo.messages} messages in a Dovecot on "
+            f"127.0.0.1:{env.demo.imap_port} (user demo), auto-sync every 5 min, new mail every few minutes"
+        )
+        typer.echo(f"  operator view: the page's Operator button, with AUTOSYNC_SERVICE_KEY from {state}")
+        typer.echo("")
+        typer.echo(
+            "Open the page as the demo user (the link's token expires in an hour; `make up` prints a new one):"
+        )
+        typer.echo(f"  {env.demo.link}")
 
 
 @env_app.command("down")

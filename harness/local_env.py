@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 from cryptography.fernet import Fernet
 
+from harness import demo as demo_mail
 from harness import docker_local
 from harness.ports import free_ports
 from infra import containers, dbsettings, function_specs, migrations
@@ -98,6 +99,7 @@ class LocalEnv:
     function: function_specs.SyncFunctionConfig
     workers: int
     state_file: Path
+    demo: demo_mail.Demo | None = None
 
     @property
     def api_url(self) -> str:
@@ -247,11 +249,14 @@ def up(
     postgres_port: int | None = None,
     function_port: int | None = None,
     workers: int = 1,
+    demo: bool = False,
+    demo_mail_every_s: int = demo_mail.DEMO_MAIL_EVERY_S,
 ) -> LocalEnv:
     """Start (or reuse) the environment and return it once the function is ready. Idempotent.
 
     Ports and secrets come from the state file when there is one, so a second `up` changes
     nothing that works; the ports given here only apply to an environment's first start.
+    `demo`: also run the demo mailbox and user (harness.demo); `make up` asks for it.
     """
     if workers < 0:
         raise ValueError("workers must be >= 0")
@@ -271,6 +276,10 @@ def up(
     )
     if postgres.port == function.port:
         raise ValueError(f"Postgres and the function would both listen on port {postgres.port}")
+    demo_ports = [int(state[key]) for key in ("DEMO_IMAP_PORT", "DEMO_IMAPS_PORT") if state.get(key)]
+    if demo and len(demo_ports) != 2:
+        demo_ports = free_ports(2)
+    demo_password = state.get("DEMO_IMAP_PASSWORD") or demo_mail.new_password()
     # Written before anything starts: if a step below fails, `down` still finds the environment
     # and a retry reuses the same secrets (the database volume already holds the password).
     _write_state(
@@ -285,6 +294,15 @@ def up(
             "AUTOSYNC_HOST": function.host,
             "AUTOSYNC_PORT": str(function.port),
             "AUTOSYNC_API_URL": function.url,
+            **(
+                {
+                    "DEMO_IMAP_PORT": str(demo_ports[0]),
+                    "DEMO_IMAPS_PORT": str(demo_ports[1]),
+                    "DEMO_IMAP_PASSWORD": demo_password,
+                }
+                if len(demo_ports) == 2
+                else {}
+            ),
         },
     )
 
@@ -321,6 +339,18 @@ def up(
             if container.status != "running":
                 logs = container.logs(tail=40).decode(errors="replace")
                 raise docker_local.HarnessError(f"worker {container.name} is {container.status}:\n{logs}")
+        demo_env = None
+        if demo:
+            demo_env = demo_mail.start(
+                engine,
+                env_name=name,
+                config=demo_mail.dovecot_config(name, imap_port=demo_ports[0], imaps_port=demo_ports[1]),
+                password=demo_password,
+                database_url=postgres.url,
+                api_url=function.url,
+                jwt_secret=function.jwt_secret,
+                mail_every_s=demo_mail_every_s,
+            )
     return LocalEnv(
         name=name,
         postgres=postgres,
@@ -328,6 +358,7 @@ def up(
         function=function,
         workers=workers,
         state_file=state_file(name),
+        demo=demo_env,
     )
 
 
@@ -352,7 +383,7 @@ def leftovers(name: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def ephemeral(name: str, *, workers: int = 1) -> Iterator[LocalEnv]:
+def ephemeral(name: str, *, workers: int = 1, demo: bool = False) -> Iterator[LocalEnv]:
     """An environment on free ports that is removed when the block ends, however it ends.
 
     The removal also runs when `up` itself fails half-way (a build error, a container that never
@@ -360,6 +391,6 @@ def ephemeral(name: str, *, workers: int = 1) -> Iterator[LocalEnv]:
     """
     postgres_port, function_port = free_ports(2)
     try:
-        yield up(name, postgres_port=postgres_port, function_port=function_port, workers=workers)
+        yield up(name, postgres_port=postgres_port, function_port=function_port, workers=workers, demo=demo)
     finally:
         down(name)

@@ -228,6 +228,136 @@ def encryption_keys_usage(as_json: bool = JSON_OPTION) -> None:
         raise typer.Exit(1)
 
 
+def _when(value: object) -> str:
+    return "" if value is None else f"{value:%Y-%m-%d %H:%M:%S %Z}".strip()
+
+
+@app.command("users")
+def list_users(
+    limit: int = typer.Option(1000, help="At most this many users."), as_json: bool = JSON_OPTION
+) -> None:
+    """Users with their auto-sync schedule, next run and last run (as the owner, DATABASE_URL)."""
+    import dataclasses
+    import json
+
+    import psycopg
+    from rich.table import Table
+
+    from sync_function import operations
+
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        rows = operations.users(conn, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
+        return
+    table = Table(
+        "user", "email", "auto-sync", "cron schedule", "next run", "last run", title="autosync users"
+    )
+    for row in rows:
+        state = f"every {row.interval_minutes} min" if row.enabled else "off"
+        last = f"{row.last_status} {_when(row.last_queued_at)}" if row.last_status else ""
+        table.add_row(str(row.user_id), row.email or "", state, row.schedule or "", _when(row.next_run), last)
+    Console().print(table)
+
+
+@app.command("history")
+def user_history(
+    user_id: str = typer.Argument(..., help="The user's id."),
+    limit: int = typer.Option(20, min=1, max=1000, help="The newest runs, at most this many."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """A user's sync runs, newest first, with progress and errors (as the owner, DATABASE_URL)."""
+    import dataclasses
+    import json
+
+    import psycopg
+    from rich.table import Table
+
+    from sync_function import runs
+
+    user = _user_id(user_id)
+    with psycopg.connect(_database_url(), autocommit=True) as conn:
+        records = runs.history(conn, user_id=user, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(record) for record in records], default=str))
+        return
+    table = Table(
+        "queued", "trigger", "status", "attempts", "imported", "progress", "error", title=f"runs of {user}"
+    )
+    for record in records:
+        progress = "" if record.progress_total is None else f"{record.progress_done}/{record.progress_total}"
+        table.add_row(
+            _when(record.queued_at),
+            record.trigger,
+            record.status,
+            str(record.attempts),
+            str(record.messages_imported),
+            progress,
+            record.error or "",
+        )
+    Console().print(table)
+
+
+@app.command("sync")
+def sync_user(user_id: str = typer.Argument(..., help="The user's id.")) -> None:
+    """Import a user's mail now, in this process, with a progress bar (exit 1 when an account failed).
+
+    Needs the service's configuration (AUTOSYNC_* and DATABASE_URL, as for `serve`); counts as one
+    of the user's manual imports (AUTOSYNC_MANUAL_IMPORT_LIMIT per window).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sync_function import logs, sync, triggers
+    from sync_function.db import open_pool
+    from sync_function.users import UnknownUser
+
+    user = _user_id(user_id)
+    config = _config()
+    logs.configure("warning")
+    pool = open_pool(config, name="autosync-cli", max_size=2)
+    try:
+        columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("import", total=None)
+
+            def show(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            try:
+                with pool.connection() as conn:
+                    run_id = triggers.claim_manual_run(
+                        conn,
+                        user_id=user,
+                        limit=config.manual_import_limit,
+                        window_s=config.manual_import_window_seconds,
+                    )
+                result = sync.run_attempt(
+                    pool, config, run_id=run_id, attempt=1, final=True, on_progress=show
+                )
+            except (UnknownUser, triggers.RateLimited, triggers.AlreadyRunning) as exc:
+                typer.echo(f"autosync: {exc}", err=True)
+                raise typer.Exit(2) from None
+            except sync.ImportFailed as exc:
+                typer.echo(f"autosync: import failed: {exc}", err=True)
+                raise typer.Exit(1) from None
+    finally:
+        pool.close()
+    typer.echo(
+        f"run {result.run_id}: {result.imported} imported, {result.skipped} skipped, "
+        f"{result.duplicates} duplicates from {result.accounts} account(s) in {result.seconds:.1f} s"
+    )
+
+
+def _user_id(text: str):  # type: ignore[no-untyped-def]
+    import uuid
+
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        typer.echo(f"autosync: {text!r} is not a user id (a UUID)", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def openapi() -> None:
     """Print the OpenAPI document (no configuration or database needed)."""

@@ -42,7 +42,7 @@ from __future__ import annotations
 import operator
 import ssl
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
@@ -72,6 +72,10 @@ from sync_function.parse import parse_message
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 TOO_LARGE = "too_large"
+
+# Called with (messages handled, messages to handle) once the new UIDs are known and after each
+# committed batch; the connection is idle when it is called.
+ProgressCallback = Callable[[int, int], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +439,7 @@ def import_mailbox(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_progress: ProgressCallback | None = None,
 ) -> ImportResult:
     """Import what is new in `account.mailbox` (see the module docstring for the guarantees).
 
@@ -457,6 +462,7 @@ def import_mailbox(
             batch_size=batch_size,
             max_message_bytes=max_message_bytes,
             started=started,
+            on_progress=on_progress,
         )
 
 
@@ -469,6 +475,7 @@ def import_account(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    on_progress: ProgressCallback | None = None,
 ) -> AccountImportResult:
     """Import every folder of `account` over one IMAP session, each folder with its own checkpoint.
 
@@ -485,6 +492,7 @@ def import_account(
             max_message_bytes=max_message_bytes,
             ssl_context=ssl_context,
             timeout_s=timeout_s,
+            on_progress=on_progress,
         )
         return AccountImportResult(
             account_id=account.account_id,
@@ -502,8 +510,20 @@ def import_account(
             names = selectable(session.list_folders(), skip_special_use=account.skip_special_use)
         else:
             names = list(dict.fromkeys(account.folders or ()))
+        # Progress over the whole account: the folders done so far, then the one in hand.
+        folders_done = 0
+        folder_total = 0
+
+        def folder_progress(done: int, total: int) -> None:
+            nonlocal folder_total
+            folder_total = total
+            if on_progress is not None:
+                on_progress(folders_done + done, folders_done + total)
+
         for name in names:
             state = _read_state(conn, account=account, mailbox=name, user_id=user_id)
+            folders_done += folder_total
+            folder_total = 0
             try:
                 results.append(
                     _import_folder(
@@ -516,6 +536,7 @@ def import_account(
                         batch_size=batch_size,
                         max_message_bytes=max_message_bytes,
                         started=time.perf_counter(),
+                        on_progress=folder_progress,
                     )
                 )
             except ImapMailboxError:
@@ -598,6 +619,7 @@ def _import_folder(
     batch_size: int,
     max_message_bytes: int,
     started: float,
+    on_progress: ProgressCallback | None = None,
 ) -> ImportResult:
     params: dict[str, Any] = {"account_id": account.account_id, "mailbox": mailbox}
     stored_uidvalidity, stored_last_uid, stored_uidnext = state.uidvalidity, state.last_uid, state.uidnext
@@ -634,6 +656,9 @@ def _import_folder(
     params["uidvalidity"] = uidvalidity
 
     new_uids = session.search_uids(min_uid=last_uid + 1)
+    done = 0
+    if on_progress is not None:
+        on_progress(done, len(new_uids))
     large = (
         set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes)) if new_uids else set()
     )
@@ -668,6 +693,9 @@ def _import_folder(
                 last_uid=batch[-1],
             )
             last_uid = batch[-1]
+            done += len(batch)
+            if on_progress is not None:
+                on_progress(done, len(new_uids))
 
     final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
     with conn.transaction():

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sync_function import errors, metrics
 from sync_function.config import Config
 from sync_function.db import open_pool
-from sync_function.routes import accounts, auto_sync, functions, health, history
+from sync_function.routes import accounts, auto_sync, functions, health, history, operator, page
 from sync_function.schemas import ErrorBody
 
 
@@ -41,7 +41,8 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     # Every error has the same JSON body; say so in the published document.
     error = {"model": ErrorBody}
     documented = {400: error, 401: error, 403: error, 404: error, 422: error, 503: error}
-    for module in (auto_sync, accounts, history, functions):
+    for module in (auto_sync, accounts, history, functions, operator):
         app.include_router(module.router, responses=documented)  # type: ignore[arg-type]
     app.include_router(health.router)
+    app.include_router(page.router)
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import Connection
@@ -26,6 +27,15 @@ ON CONFLICT (user_id) DO UPDATE
 
 SCHEDULE = "SELECT public.schedule_auto_sync(%(user_id)s, %(interval)s)"
 UNSCHEDULE = "SELECT public.unschedule_auto_sync(%(user_id)s)"
+
+SUPPORTED = "SELECT public.auto_sync_supported_intervals()"
+
+# The slot rule lives in SQL (auto_sync_last_slot, next to auto_sync_cron_schedule).
+NEXT_RUN = """
+SELECT public.auto_sync_last_slot(s.user_id, s.interval_minutes, now()) + make_interval(mins => s.interval_minutes)
+FROM public.user_settings AS s
+WHERE s.user_id = %(user_id)s AND s.enabled
+"""
 
 LOAD = "SELECT enabled, interval_minutes FROM public.user_settings WHERE user_id = %(user_id)s"
 
@@ -84,3 +94,16 @@ def auto_sync_enabled(conn: Connection, *, user_id: uuid.UUID) -> bool:
     if not exists:
         raise UnknownUser(user_id)
     return bool(enabled)
+
+
+def supported_intervals(conn: Connection) -> list[int]:
+    """The intervals (minutes) a preference may have, as the database decides."""
+    row = conn.execute(SUPPORTED).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def next_run(conn: Connection, *, user_id: uuid.UUID) -> datetime | None:
+    """When the user's auto-sync fires next (pg_cron's clock, UTC), or None when it is off."""
+    row = conn.execute(NEXT_RUN, {"user_id": user_id}).fetchone()
+    return None if row is None else row[0]

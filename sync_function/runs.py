@@ -44,7 +44,8 @@ SET_JOB = "UPDATE public.sync_runs SET job_id = %(job_id)s WHERE id = %(run_id)s
 
 START_ATTEMPT = """
 UPDATE public.sync_runs
-SET status = 'running', attempts = %(attempt)s, started_at = coalesce(started_at, now())
+SET status = 'running', attempts = %(attempt)s, started_at = coalesce(started_at, now()),
+    progress_done = 0, progress_total = NULL
 WHERE id = %(run_id)s AND status IN ('queued', 'running')
 RETURNING user_id
 """
@@ -90,11 +91,18 @@ WHERE user_id = %(user_id)s AND status = 'failed'
 """
 
 HISTORY = """
-SELECT id, trigger, status, attempts, messages_imported, error, queued_at, started_at, finished_at
+SELECT id, trigger, status, attempts, messages_imported, error, queued_at, started_at, finished_at,
+       progress_done, progress_total
 FROM public.sync_runs
 WHERE user_id = %(user_id)s
 ORDER BY queued_at DESC
 LIMIT %(limit)s
+"""
+
+# Only while the run is running: a late callback cannot touch a finished run.
+SET_PROGRESS = """
+UPDATE public.sync_runs SET progress_done = %(done)s, progress_total = %(total)s
+WHERE id = %(run_id)s AND status = 'running'
 """
 
 RECENT_MANUAL = """
@@ -120,6 +128,8 @@ class RunRecord:
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress_done: int = 0
+    progress_total: int | None = None
 
 
 def user_lock(conn: Connection, user_id: uuid.UUID) -> None:
@@ -197,6 +207,13 @@ def finish_attempt(
         )
         conn.execute(FINISH_RUN, {"run_id": run_id, "status": status, "messages": messages, "error": error})
     return status
+
+
+def set_progress(conn: Connection, *, run_id: uuid.UUID, done: int, total: int) -> None:
+    """Record how many messages of `total` the running attempt has handled (its own statement)."""
+    conn.execute(SET_PROGRESS, {"run_id": run_id, "done": done, "total": total})
+    if not conn.autocommit:
+        conn.commit()
 
 
 def consecutive_failures(conn: Connection, *, user_id: uuid.UUID) -> int:

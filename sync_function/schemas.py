@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
@@ -76,6 +76,20 @@ class OAuth2Sign(Strict):
         if self.code is not None and (self.code_verifier is None or self.redirect_uri is None):
             raise ValueError("an authorization code needs its code_verifier and redirect_uri")
         return self
+
+
+class NextRun(Success):
+    next_run: datetime | None = Field(
+        description="when the user's auto-sync fires next (UTC); null while it is off"
+    )
+
+
+class Intervals(Success):
+    intervals: list[int] = Field(description="auto_sync_supported_intervals(), in minutes, ascending")
+
+
+class SyncQueued(Success):
+    run_id: uuid.UUID
 
 
 class NewEmailAccount(Strict):
@@ -230,10 +244,26 @@ class Run(BaseModel):
     queued_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    progress_done: int = Field(description="messages handled so far by the latest attempt (moves per batch)")
+    progress_total: int | None = Field(
+        description="messages that attempt has to handle, as far as known (null until the first mailbox "
+        "was searched; grows as the user's next account is reached)"
+    )
 
 
 class History(Success):
     runs: list[Run]
+
+
+class OperatorOverview(Success):
+    """The operator view's rows; each list is newest (or largest) first."""
+
+    enabled_by_interval: list[dict[str, Any]]
+    failing_users: list[dict[str, Any]]
+    queue: dict[str, int]
+    failed_cron_runs: list[dict[str, Any]]
+    lateness: list[dict[str, Any]]
+    recent_runs: list[dict[str, Any]]
 
 
 class ErrorBody(BaseModel):

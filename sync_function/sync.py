@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from psycopg_pool import ConnectionPool
 from sync_function import accounts, metrics, notify, oauth, runs
 from sync_function.config import Config
 from sync_function.imap import ImapError
-from sync_function.importer import AccountImportResult, ImapAccount, import_account
+from sync_function.importer import AccountImportResult, ImapAccount, ProgressCallback, import_account
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +56,13 @@ def run_attempt(
     final: bool,
     ssl_context: ssl.SSLContext | None = None,
     worker: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> AttemptResult:
     """Import every account of the run's user; raises ImportFailed when any account failed.
 
     Accounts are independent: one failing does not stop the others, and whatever was imported
-    stays imported (the importer checkpoints each batch).
+    stays imported (the importer checkpoints each batch). Progress (messages handled of the total
+    known so far) is recorded on the run after every batch, and passed to `on_progress` too.
     """
     started = time.perf_counter()
     with pool.connection() as conn:
@@ -78,7 +81,9 @@ def run_attempt(
         except Exception as exc:  # decryption or database: the whole attempt fails
             user_accounts = []
             errors.append(str(exc))
+        progress = _RunProgress(conn, run_id=run_id, listener=on_progress)
         for account in user_accounts:
+            progress.next_account()
             try:
                 result = _import_account(
                     conn,
@@ -89,6 +94,7 @@ def run_attempt(
                     max_message_bytes=config.max_message_bytes,
                     ssl_context=ssl_context,
                     timeout_s=config.imap_timeout_seconds,
+                    on_progress=progress.update,
                 )
             except oauth.InvalidGrant as exc:
                 errors.append(f"{account.username}@{account.host}: {exc}")
@@ -172,6 +178,30 @@ def _import_account(
             accounts.store_rotated_refresh_token(
                 conn, account_id=account.account_id, encryption_key=config.encryption_key.get_secret_value()
             )
+
+
+class _RunProgress:
+    """Sums the importer's per-mailbox progress over the user's accounts, imported one after another."""
+
+    def __init__(self, conn, *, run_id: uuid.UUID, listener: Callable[[int, int], None] | None) -> None:  # type: ignore[no-untyped-def]
+        self.conn = conn
+        self.run_id = run_id
+        self.listener = listener
+        self.done_before = 0  # messages of the accounts already finished (or given up)
+        self.current_done = 0
+        self.current_total = 0
+
+    def next_account(self) -> None:
+        # An account that failed half-way counts as handled: the total must stay reachable.
+        self.done_before += self.current_total
+        self.current_done = self.current_total = 0
+
+    def update(self, done: int, total: int) -> None:
+        self.current_done, self.current_total = done, total
+        done_all, total_all = self.done_before + done, self.done_before + total
+        runs.set_progress(self.conn, run_id=self.run_id, done=done_all, total=total_all)
+        if self.listener is not None:
+            self.listener(done_all, total_all)
 
 
 def _maybe_alert(conn, config: Config, *, user_id: uuid.UUID, run_id: uuid.UUID, error: str) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,8 @@
 """What may start a run, one function per trigger (`runs.Trigger`), each deciding in one transaction.
 
 pg_cron's trigger queues a run for a worker when the user has auto-sync on. A manual import claims a
-run and imports at once, at most `manual_import_limit` per user per window.
+run and imports at once (or, from the page, queues it for a worker), at most `manual_import_limit`
+per user per window.
 """
 
 from __future__ import annotations
@@ -52,6 +53,20 @@ def claim_manual_run(conn: Connection, *, user_id: uuid.UUID, limit: int, window
 
     Raises UnknownUser, RateLimited, or AlreadyRunning; then nothing was created.
     """
+    return _manual_run(conn, user_id=user_id, limit=limit, window_s=window_s, enqueue=False)
+
+
+def queue_manual_run(conn: Connection, *, user_id: uuid.UUID, limit: int, window_s: int) -> uuid.UUID:
+    """Queue a manual run for a worker (the page's "sync now"); returns its id at once.
+
+    Counts against the same per-user limit as import_now. Raises what claim_manual_run raises.
+    """
+    return _manual_run(conn, user_id=user_id, limit=limit, window_s=window_s, enqueue=True)
+
+
+def _manual_run(
+    conn: Connection, *, user_id: uuid.UUID, limit: int, window_s: int, enqueue: bool
+) -> uuid.UUID:
     with conn.transaction():
         require_user(conn, user_id=user_id)
         # Serialised per user, so that concurrent requests cannot all pass the count below.
@@ -62,7 +77,7 @@ def claim_manual_run(conn: Connection, *, user_id: uuid.UUID, limit: int, window
             elapsed = (datetime.now(UTC) - oldest).total_seconds()
             retry_after_s = max(1, math.ceil(window_s - elapsed))
             raise RateLimited(retry_after_s=retry_after_s, limit=limit, window_s=window_s)
-        claimed = runs.request_run(conn, user_id=user_id, trigger="manual", enqueue=False)
+        claimed = runs.request_run(conn, user_id=user_id, trigger="manual", enqueue=enqueue)
         if not claimed.created:
             raise AlreadyRunning(claimed.run_id)
         return claimed.run_id

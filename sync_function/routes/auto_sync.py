@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from sync_function import preferences
 from sync_function.deps import CurrentUser, PoolDep
 from sync_function.errors import ApiError
-from sync_function.schemas import AutoSyncPreference, LoadAutoSync, SaveAutoSync, Success
+from sync_function.schemas import AutoSyncPreference, Intervals, LoadAutoSync, NextRun, SaveAutoSync, Success
 from sync_function.users import UnknownUser
 
 router = APIRouter(prefix="/api/settings", tags=["settings"])
@@ -35,3 +35,17 @@ def load_auto_sync(user_id: CurrentUser, pool: PoolDep) -> LoadAutoSync:
     return LoadAutoSync(
         settings=AutoSyncPreference(enabled=preference.enabled, interval_minutes=preference.interval_minutes)
     )
+
+
+@router.get("/next-run", response_model=NextRun)
+def next_run(user_id: CurrentUser, pool: PoolDep) -> NextRun:
+    """When the user's auto-sync fires next, from their cron schedule's slot (null while it is off)."""
+    with pool.connection() as conn:
+        return NextRun(next_run=preferences.next_run(conn, user_id=user_id))
+
+
+@router.get("/intervals", response_model=Intervals)
+def intervals(user_id: CurrentUser, pool: PoolDep) -> Intervals:
+    """The intervals save-auto-sync accepts, from the database (the page's choices)."""
+    with pool.connection() as conn:
+        return Intervals(intervals=preferences.supported_intervals(conn))

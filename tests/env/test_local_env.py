@@ -35,7 +35,7 @@ def test_up_prints_how_to_reach_it_and_down_removes_everything(
 ) -> None:
     postgres_port, function_port = free_ports(2)
     ports = ("--postgres-port", str(postgres_port), "--function-port", str(function_port))
-    first = _autosync("env", "up", "--name", env_name, *ports)
+    first = _autosync("env", "up", "--name", env_name, "--no-demo", *ports)
     assert first.returncode == 0, first.stderr
     api_url = f"http://127.0.0.1:{function_port}"
     state = f".autosync/{env_name}.env"
@@ -43,6 +43,7 @@ def test_up_prints_how_to_reach_it_and_down_removes_everything(
     assert f"127.0.0.1:{postgres_port}" in first.stdout
     assert state in first.stdout
     assert f"take it down:  autosync env down --name {env_name}" in first.stdout
+    assert "#token=" not in first.stdout  # --no-demo: no demo user, no link
 
     # The state file: secrets only its owner can read, and enough to run the service by hand.
     path = local_env.state_file(env_name)
@@ -72,7 +73,7 @@ def test_up_prints_how_to_reach_it_and_down_removes_everything(
     }
 
     # Again: nothing is replaced, the secrets stay.
-    second = _autosync("env", "up", "--name", env_name)
+    second = _autosync("env", "up", "--name", env_name, "--no-demo")
     assert second.returncode == 0, second.stderr
     again = {
         c.name: c.id for c in docker_engine.containers.list(filters={"label": f"autosync.env={env_name}"})
