@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: up down test e2e lint docker venv
+.PHONY: up down test e2e lint docker browser venv
 
 up: docker venv ## Bring up the local environment (Postgres with pg_cron + http, migrated)
 	$(VENV)/bin/autosync env up
@@ -12,7 +12,7 @@ up: docker venv ## Bring up the local environment (Postgres with pg_cron + http,
 down: venv ## Remove the local environment (containers, volumes, state)
 	$(VENV)/bin/autosync env down
 
-test: docker venv ## Run the whole test suite against real containers
+test: docker browser venv ## Run the whole test suite against real containers (and a real Chromium)
 	$(VENV)/bin/pytest
 
 e2e: docker venv ## End to end on a fresh ephemeral environment, always removed afterwards
@@ -24,6 +24,9 @@ lint: venv
 
 docker: ## Docker engine running and debian:trixie-slim present (idempotent, fast when ready)
 	@scripts/ensure-docker
+
+browser: ## Debian's chromium and chromium-driver for the page tests (idempotent, fast when present)
+	@scripts/ensure-chromium
 
 venv: $(STAMP)
 
