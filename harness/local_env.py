@@ -39,6 +39,7 @@ DEFAULT_FUNCTION_PORT = 54321
 # Where the harness looks for CA certificates to hand to pip inside the function image build, in
 # order: this variable (a file path; empty disables), SSL_CERT_FILE, the host's OpenSSL default.
 PIP_CA_BUNDLE_VAR = "AUTOSYNC_PIP_CA_BUNDLE"
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 
 # A PEM certificate block; and how much PEM text a build arg may carry (the kernel's 128 KiB limit
 # on one environment string, with a margin).
@@ -268,6 +269,8 @@ def up(
         jwt_secret=_generated(state, "AUTOSYNC_JWT_SECRET", "token"),
         encryption_key=_generated(state, "AUTOSYNC_ENCRYPTION_KEY", "fernet"),
         port=int(state.get("AUTOSYNC_PORT") or function_port or DEFAULT_FUNCTION_PORT),
+        # The local environment syncs from a test Dovecot on this machine: loopback is allowed here only.
+        imap_allowed_networks=LOOPBACK_NETWORKS,
     )
     if postgres.port == function.port:
         raise ValueError(f"Postgres and the function would both listen on port {postgres.port}")

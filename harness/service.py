@@ -33,6 +33,8 @@ def make_config(database_url: str, **overrides: object) -> Config:
         "retry_base_seconds": 0.5,
         "max_attempts": 3,
         "imap_timeout_seconds": 5.0,
+        # The test Dovecot listens on 127.0.0.1: allowed explicitly, as an operator would.
+        "imap_allowed_networks": "127.0.0.0/8,::1/128",
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]

@@ -87,6 +87,8 @@ class SyncFunctionConfig:
     encryption_key: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
+    # AUTOSYNC_IMAP_ALLOWED_NETWORKS: non-public IMAP destinations the function may reach (empty: none).
+    imap_allowed_networks: str = ""
 
     @property
     def url(self) -> str:
@@ -142,6 +144,8 @@ def sync_function_container(
         "AUTOSYNC_HOST": config.host,
         "AUTOSYNC_PORT": str(config.port),
     }
+    if config.imap_allowed_networks:
+        env["AUTOSYNC_IMAP_ALLOWED_NETWORKS"] = config.imap_allowed_networks
     image = image if image is not None else sync_function_image()
     if role == "serve":
         return ContainerSpec(

@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from sync_function import imap
 from sync_function.crypto import decrypt_password, encrypt_password
+from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy, DestinationRefused, InvalidHost
 from sync_function.importer import ImapAccount
 from sync_function.users import UnknownUser
 
@@ -42,6 +43,10 @@ DELETE = "DELETE FROM public.email_accounts WHERE id = %(id)s AND user_id = %(us
 
 class LoginFailed(ValueError):
     """The IMAP server did not accept the account (unreachable, TLS, credentials, no such mailbox)."""
+
+
+class DestinationNotAllowed(ValueError):
+    """The host is not one the service may connect to (sync_function.destinations); nothing was dialled."""
 
 
 class DuplicateAccount(ValueError):
@@ -90,8 +95,17 @@ def create(
     return AccountView(**row)
 
 
-def verify_login(account: ImapAccount, *, timeout_s: float, ssl_context: ssl.SSLContext | None) -> None:
-    """Log in and STATUS the mailbox; raises LoginFailed with the server's reason in words."""
+def verify_login(
+    account: ImapAccount,
+    *,
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
+) -> None:
+    """Log in and STATUS the mailbox; raises LoginFailed with the server's reason in words.
+
+    Raises DestinationNotAllowed (before any connection) for a host that resolves to a refused address.
+    """
     try:
         with imap.connect(
             host=account.host,
@@ -101,8 +115,11 @@ def verify_login(account: ImapAccount, *, timeout_s: float, ssl_context: ssl.SSL
             password=account.password,
             timeout_s=min(timeout_s, VERIFY_TIMEOUT_S),
             ssl_context=ssl_context,
+            allowed=allowed,
         ) as session:
             session.status(account.mailbox)
+    except (DestinationRefused, InvalidHost) as exc:
+        raise DestinationNotAllowed(str(exc)) from None
     except imap.ImapError as exc:
         raise LoginFailed(f"could not verify the account: {exc}") from None
 
@@ -115,13 +132,14 @@ def add(
     encryption_key: str,
     timeout_s: float,
     ssl_context: ssl.SSLContext | None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> AccountView:
     """Verify the login first, then store the account: nothing is stored for an account that fails.
 
     The login is checked before a pooled connection is taken: a slow IMAP server must not hold a
     database connection. Raises LoginFailed, DuplicateAccount or UnknownUser.
     """
-    verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+    verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context, allowed=allowed)
     try:
         with pool.connection() as conn:
             return create(

@@ -8,6 +8,7 @@ from cryptography.fernet import Fernet
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_function.destinations import DestinationPolicy
 from sync_function.imap import DEFAULT_TIMEOUT_S
 from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
@@ -52,6 +53,10 @@ class Config(BaseSettings):
     manual_import_window_seconds: int = Field(default=60, ge=1, le=86400)
 
     # The import's defaults have one home, the modules that use them (also when called without Config).
+    # Destinations that IMAP connections may reach although they are not public (comma-separated CIDRs,
+    # addresses or host names), e.g. an internal mail server. Empty: public addresses only.
+    imap_allowed_networks: str = ""
+
     imap_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600)
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
@@ -62,6 +67,16 @@ class Config(BaseSettings):
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("imap_allowed_networks")
+    @classmethod
+    def _destinations(cls, value: str) -> str:
+        DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
+        return value
+
+    def imap_destinations(self) -> DestinationPolicy:
+        """The allow-list for IMAP connections (sync_function.destinations)."""
+        return DestinationPolicy.parse(self.imap_allowed_networks.split(","))
 
     @field_validator("encryption_key")
     @classmethod

@@ -20,6 +20,9 @@ from typing import Literal, cast
 import imapclient
 from imapclient.exceptions import LoginError
 
+from sync_function import destinations
+from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy
+
 TlsMode = Literal["tls", "starttls", "plain"]
 TLS_MODES: tuple[TlsMode, ...] = ("tls", "starttls", "plain")
 # Seconds any one socket operation may wait; the one default (sync_function.config refers to it).
@@ -196,8 +199,13 @@ def connect(
     password: str,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     ssl_context: ssl.SSLContext | None = None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> ImapSession:
-    """Connect and log in. `ssl_context` defaults to the system trust store with hostname checks."""
+    """Connect and log in. `ssl_context` defaults to the system trust store with hostname checks.
+
+    The destination is checked first (sync_function.destinations): non-public addresses are refused
+    unless `allowed` lets them through (raises DestinationRefused or InvalidHost, both ValueErrors).
+    """
     if tls_mode not in TLS_MODES:
         raise ValueError(f"tls_mode must be one of {', '.join(TLS_MODES)} (got {tls_mode!r})")
     if not 1 <= port <= 65535:
@@ -207,8 +215,13 @@ def connect(
     where = f"{host}:{port} ({tls_mode})"
     context = ssl_context if ssl_context is not None else _system_context()
     with _mapped(where, "connecting"):
-        client = imapclient.IMAPClient(
-            host, port=port, ssl=tls_mode == "tls", ssl_context=context, timeout=timeout_s
+        client = destinations.imap_client(
+            host,
+            port=port,
+            use_tls=tls_mode == "tls",
+            ssl_context=context,
+            timeout_s=timeout_s,
+            policy=allowed,
         )
     try:
         if tls_mode == "starttls":

@@ -42,6 +42,7 @@ from uuid import UUID
 import psycopg
 from psycopg import pq, sql
 
+from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy
 from sync_function.imap import DEFAULT_TIMEOUT_S, TLS_MODES, FetchedMessage, ImapSession, TlsMode, connect
 from sync_function.parse import parse_message
 
@@ -227,6 +228,7 @@ def import_mailbox(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> ImportResult:
     """Import what is new in `account.mailbox` (see the module docstring for the guarantees).
 
@@ -255,6 +257,7 @@ def import_mailbox(
         password=account.password,
         timeout_s=timeout_s,
         ssl_context=ssl_context,
+        allowed=allowed,
     ) as session:
         status = session.status(account.mailbox)
         if (

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
 
+from sync_function.destinations import InvalidHost, normalize_host
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -51,9 +53,12 @@ class NewEmailAccount(Strict):
     @classmethod
     def _host(cls, value: str) -> str:
         value = value.strip()
-        if not value or any(c.isspace() or c in "/@:" for c in value):
+        if not value or any(c.isspace() or c in "/@" for c in value):
             raise ValueError("must be a bare host name or address, e.g. imap.example.com")
-        return value
+        try:
+            return normalize_host(value)  # stored as dialled: IDNA (ASCII) or a canonical address
+        except InvalidHost as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("username", "password", "mailbox")
     @classmethod

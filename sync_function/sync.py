@@ -85,6 +85,7 @@ def run_attempt(
                     max_message_bytes=config.max_message_bytes,
                     ssl_context=ssl_context,
                     timeout_s=config.imap_timeout_seconds,
+                    allowed=config.imap_destinations(),
                 )
             except (ImapError, ValueError) as exc:
                 errors.append(f"{account.username}@{account.host}/{account.mailbox}: {exc}")

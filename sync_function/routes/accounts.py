@@ -47,7 +47,10 @@ def add_account(
             encryption_key=config.encryption_key.get_secret_value(),
             timeout_s=config.imap_timeout_seconds,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
+            allowed=config.imap_destinations(),
         )
+    except accounts.DestinationNotAllowed as exc:
+        raise ApiError(422, str(exc)) from None
     except accounts.LoginFailed as exc:
         raise ApiError(400, str(exc)) from None
     except accounts.DuplicateAccount as exc:
