@@ -5,7 +5,15 @@ from __future__ import annotations
 from functools import lru_cache
 
 from cryptography.fernet import Fernet
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sync_function.destinations import DestinationPolicy
@@ -24,7 +32,12 @@ class Config(BaseSettings):
 
     database_url: SecretStr = Field(validation_alias=AliasChoices("DATABASE_URL", "AUTOSYNC_DATABASE_URL"))
     service_key: SecretStr = Field(min_length=32)
-    jwt_secret: SecretStr = Field(min_length=32)
+    # User JWTs: HS256 with this secret, RS256/ES256 with the keys at jwt_jwks_url; one or both.
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_jwks_url: HttpUrl | None = None
+    # An unknown `kid` refetches the JWKS at most once per this; the set is refreshed after max age.
+    jwt_jwks_min_refresh_seconds: float = Field(default=60.0, ge=0.0, le=86400)
+    jwt_jwks_max_age_seconds: float = Field(default=600.0, ge=1.0, le=7 * 86400)
     jwt_audience: str | None = None
     encryption_key: SecretStr
 
@@ -61,6 +74,12 @@ class Config(BaseSettings):
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
 
+    @model_validator(mode="after")
+    def _some_jwt_key(self) -> Config:
+        if self.jwt_secret is None and self.jwt_jwks_url is None:
+            raise ValueError("set AUTOSYNC_JWT_SECRET, AUTOSYNC_JWT_JWKS_URL or both (how user JWTs are verified)")
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
@@ -94,7 +113,10 @@ class Config(BaseSettings):
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        if not problem["loc"]:  # a check across variables names them in its message
+            lines.append(f"  {str(problem['msg']).removeprefix('Value error, ')}")
+            continue
+        field = str(problem["loc"][0])
         variable = field.upper() if field.upper().startswith("AUTOSYNC_") else f"AUTOSYNC_{field.upper()}"
         if variable == "AUTOSYNC_DATABASE_URL":
             variable = "DATABASE_URL"

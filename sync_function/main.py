@@ -9,10 +9,24 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sync_function import errors, metrics
+from sync_function.auth import JwksKeys, TokenVerifier
 from sync_function.config import Config
 from sync_function.db import open_pool
 from sync_function.routes import accounts, auto_sync, functions, health, history
 from sync_function.schemas import ErrorBody
+
+
+def token_verifier(config: Config) -> TokenVerifier:
+    """How user JWTs are checked: the HS256 secret, the JWKS, or both (one key cache per app)."""
+    jwks = None
+    if config.jwt_jwks_url is not None:
+        jwks = JwksKeys(
+            str(config.jwt_jwks_url),
+            min_refresh_s=config.jwt_jwks_min_refresh_seconds,
+            max_age_s=config.jwt_jwks_max_age_seconds,
+        )
+    secret = config.jwt_secret.get_secret_value() if config.jwt_secret is not None else None
+    return TokenVerifier(secret=secret, jwks=jwks, audience=config.jwt_audience)
 
 
 def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None) -> FastAPI:
@@ -37,6 +51,7 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     )
     app.state.config = config
     app.state.imap_ssl_context = imap_ssl_context
+    app.state.token_verifier = token_verifier(config)
     errors.install(app)
     # Every error has the same JSON body; say so in the published document.
     error = {"model": ErrorBody}

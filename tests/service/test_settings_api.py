@@ -116,6 +116,10 @@ def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
         "HS512": "Bearer " + jwt.encode({"sub": str(user), "exp": now + 60}, secret, algorithm="HS512"),
         "sub not uuid": "Bearer " + jwt.encode({"sub": "admin", "exp": now + 60}, secret, algorithm="HS256"),
         "service key": f"Bearer {service.config.service_key.get_secret_value()}",
+        # Valid signatures and a sub, but not a user's session (Supabase's anon and service_role keys).
+        "role anon": "Bearer " + service.token(user, role="anon"),
+        "role service_role": "Bearer " + service.token(user, role="service_role"),
+        "no role": "Bearer " + jwt.encode({"sub": str(user), "exp": now + 60}, secret, algorithm="HS256"),
     }
 
 
@@ -133,6 +137,9 @@ def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
         "HS512",
         "sub not uuid",
         "service key",
+        "role anon",
+        "role service_role",
+        "no role",
     ],
 )
 def test_bad_tokens_get_401_and_change_nothing(service: Service, database_url: str, kind: str) -> None:
