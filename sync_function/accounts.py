@@ -12,11 +12,11 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from sync_function import imap
+from sync_function import imap, ratelimits
 from sync_function.crypto import decrypt_password, encrypt_password
 from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy, DestinationRefused, InvalidHost
 from sync_function.importer import ImapAccount
-from sync_function.users import UnknownUser
+from sync_function.users import UnknownUser, require_user
 
 # Adding an account waits on the user's IMAP server while the user waits on the page: cap it below
 # the import timeout.
@@ -133,12 +133,19 @@ def add(
     timeout_s: float,
     ssl_context: ssl.SSLContext | None,
     allowed: DestinationPolicy = PUBLIC_ONLY,
+    limit: ratelimits.Limit | None = None,
 ) -> AccountView:
     """Verify the login first, then store the account: nothing is stored for an account that fails.
 
     The login is checked before a pooled connection is taken: a slow IMAP server must not hold a
-    database connection. Raises LoginFailed, DuplicateAccount or UnknownUser.
+    database connection. Raises LoginFailed, DestinationNotAllowed, DuplicateAccount, UnknownUser or
+    ratelimits.RateLimited (when `limit` is given and used up).
     """
+    if limit is not None:
+        # Counted before the login and committed: every attempt is an outbound login, failed or not.
+        with pool.connection() as conn, conn.transaction():
+            require_user(conn, user_id=user_id)
+            ratelimits.hit(conn, user_id=user_id, limit=limit)
     verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context, allowed=allowed)
     try:
         with pool.connection() as conn:

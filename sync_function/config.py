@@ -11,8 +11,8 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -34,7 +34,7 @@ class Config(BaseSettings):
     service_key: SecretStr = Field(min_length=32)
     # User JWTs: HS256 with this secret, RS256/ES256 with the keys at jwt_jwks_url; one or both.
     jwt_secret: SecretStr | None = Field(default=None, min_length=32)
-    jwt_jwks_url: HttpUrl | None = None
+    jwt_jwks_url: HttpUrl | None = Field(default=None, validate_default=True)
     # An unknown `kid` refetches the JWKS at most once per this; the set is refreshed after max age.
     jwt_jwks_min_refresh_seconds: float = Field(default=60.0, ge=0.0, le=86400)
     jwt_jwks_max_age_seconds: float = Field(default=600.0, ge=1.0, le=7 * 86400)
@@ -64,6 +64,11 @@ class Config(BaseSettings):
     # Manual imports (/functions/v1/import-emails): at most this many per user per window.
     manual_import_limit: int = Field(default=3, ge=1, le=1000)
     manual_import_window_seconds: int = Field(default=60, ge=1, le=86400)
+    # save-auto-sync writes a cron job; adding an email account logs in to a server the user names.
+    save_auto_sync_limit: int = Field(default=60, ge=1, le=100000)
+    save_auto_sync_window_seconds: int = Field(default=60, ge=1, le=86400)
+    add_email_account_limit: int = Field(default=10, ge=1, le=100000)
+    add_email_account_window_seconds: int = Field(default=600, ge=1, le=86400)
 
     # The import's defaults have one home, the modules that use them (also when called without Config).
     # Destinations that IMAP connections may reach although they are not public (comma-separated CIDRs,
@@ -74,11 +79,13 @@ class Config(BaseSettings):
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
 
-    @model_validator(mode="after")
-    def _some_jwt_key(self) -> Config:
-        if self.jwt_secret is None and self.jwt_jwks_url is None:
-            raise ValueError("set AUTOSYNC_JWT_SECRET, AUTOSYNC_JWT_JWKS_URL or both (how user JWTs are verified)")
-        return self
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _some_jwt_key(cls, value: HttpUrl | None, info: ValidationInfo) -> HttpUrl | None:
+        # Declared after jwt_secret, so a valid secret is in info.data by now.
+        if value is None and info.data.get("jwt_secret") is None:
+            raise ValueError("neither this nor AUTOSYNC_JWT_SECRET is set; user JWTs need one or both")
+        return value
 
     @field_validator("database_url")
     @classmethod

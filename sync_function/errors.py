@@ -11,6 +11,7 @@ from psycopg_pool import PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync_function.auth import Unauthorized
+from sync_function.ratelimits import RateLimited
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status_code, exc.message, exc.headers)
+
+    # Every per-user limit (sync_function.ratelimits) answers the same way, whichever route hit it.
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(429, str(exc), {"Retry-After": str(exc.retry_after_s)})
 
     @app.exception_handler(Unauthorized)
     async def _unauthorized(_: Request, exc: Unauthorized) -> JSONResponse:

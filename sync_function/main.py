@@ -36,6 +36,7 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = open_pool(config, name="autosync-api", max_size=config.db_pool_max)
         app.state.pool = pool
+        app.state.token_verifier = token_verifier(config)
         app.state.metrics_registry = metrics.api_registry(pool)
         try:
             yield
@@ -51,11 +52,10 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     )
     app.state.config = config
     app.state.imap_ssl_context = imap_ssl_context
-    app.state.token_verifier = token_verifier(config)
     errors.install(app)
     # Every error has the same JSON body; say so in the published document.
     error = {"model": ErrorBody}
-    documented = {400: error, 401: error, 403: error, 404: error, 422: error, 503: error}
+    documented = {400: error, 401: error, 403: error, 404: error, 422: error, 429: error, 503: error}
     for module in (auto_sync, accounts, history, functions):
         app.include_router(module.router, responses=documented)  # type: ignore[arg-type]
     app.include_router(health.router)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import Connection
 
+from sync_function import ratelimits
 from sync_function.users import UnknownUser
 
 CHECK_INTERVAL = "SELECT public.auto_sync_check_interval(%(interval)s)"
@@ -52,15 +53,24 @@ class UnsupportedInterval(ValueError):
     """The interval is not one auto_sync_supported_intervals() lists; the message lists those that are."""
 
 
-def save_preference(conn: Connection, *, user_id: uuid.UUID, enabled: bool, interval_minutes: int) -> None:
+def save_preference(
+    conn: Connection,
+    *,
+    user_id: uuid.UUID,
+    enabled: bool,
+    interval_minutes: int,
+    limit: ratelimits.Limit | None = None,
+) -> None:
     """Save the user's choice and schedule, move or remove their cron job, all or nothing.
 
-    Raises UnsupportedInterval (also when disabling: a stored preference is always a valid one)
-    or UnknownUser; either way nothing changed.
+    Raises UnsupportedInterval (also when disabling: a stored preference is always a valid one),
+    UnknownUser, or ratelimits.RateLimited when `limit` is given and used up; either way nothing changed.
     """
     params = {"user_id": user_id, "enabled": enabled, "interval": interval_minutes}
     try:
         with conn.transaction():
+            if limit is not None:
+                ratelimits.hit(conn, user_id=user_id, limit=limit)
             conn.execute(CHECK_INTERVAL, params)
             conn.execute(UPSERT, params)
             conn.execute(SCHEDULE if enabled else UNSCHEDULE, params)

@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
-from sync_function import accounts
+from sync_function import accounts, ratelimits
 from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
 from sync_function.importer import ImapAccount
@@ -48,6 +48,7 @@ def add_account(
             timeout_s=config.imap_timeout_seconds,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
             allowed=config.imap_destinations(),
+            limit=ratelimits.add_email_account(config),
         )
     except accounts.DestinationNotAllowed as exc:
         raise ApiError(422, str(exc)) from None
