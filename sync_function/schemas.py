@@ -18,13 +18,22 @@ class Strict(BaseModel):
 class SaveAutoSync(Strict):
     enabled: StrictBool
     # The range is Postgres's integer; which values are supported is decided in SQL, in one place.
-    interval_minutes: StrictInt = Field(
-        default=60,
+    interval_minutes: StrictInt | None = Field(
+        default=None,
         ge=-(2**31),
         le=2**31 - 1,
         description="One of auto_sync_supported_intervals(): 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, "
-        "360, 480, 720 or 1440",
+        "360, 480, 720 or 1440. Left out: the stored interval is kept (60 when none is stored).",
     )
+
+
+    @field_validator("interval_minutes", mode="before")
+    @classmethod
+    def _absent_not_null(cls, value: object) -> object:
+        # Leaving the field out keeps the stored interval; an explicit null is a client bug.
+        if value is None:
+            raise ValueError("must be an integer (leave it out to keep the stored interval)")
+        return value
 
 
 class AutoSyncPreference(BaseModel):
