@@ -16,6 +16,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_function.cors import parse_origins
 from sync_function.destinations import DestinationPolicy
 from sync_function.imap import DEFAULT_TIMEOUT_S
 from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
@@ -40,6 +41,9 @@ class Config(BaseSettings):
     jwt_jwks_max_age_seconds: float = Field(default=600.0, ge=1.0, le=7 * 86400)
     jwt_audience: str | None = None
     encryption_key: SecretStr
+
+    # Browser origins allowed to call /api/* (comma-separated, no '*'); empty: no CORS at all.
+    cors_allowed_origins: str = ""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -92,6 +96,12 @@ class Config(BaseSettings):
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        parse_origins(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("imap_allowed_networks")

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sync_function import errors, metrics
 from sync_function.auth import JwksKeys, TokenVerifier
 from sync_function.config import Config
+from sync_function.cors import UserFacingCors, parse_origins
 from sync_function.db import open_pool
 from sync_function.routes import accounts, auto_sync, functions, health, history
 from sync_function.schemas import ErrorBody
@@ -59,4 +60,7 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     for module in (auto_sync, accounts, history, functions):
         app.include_router(module.router, responses=documented)  # type: ignore[arg-type]
     app.include_router(health.router)
+    origins = parse_origins(config.cors_allowed_origins) if config.cors_allowed_origins else ()
+    if origins:
+        app.add_middleware(UserFacingCors, origins=origins)
     return app
