@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    WithJsonSchema,
+    field_validator,
+)
 
 from sync_function.destinations import InvalidHost, normalize_host
 
@@ -15,17 +24,45 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What auto_sync_supported_intervals() returns (revision 0003), published as the field's enum so that
+# clients see what the server accepts. SQL still decides (its error lists them); a test checks that
+# this list and the database's agree.
+SUPPORTED_INTERVALS = (5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, 360, 480, 720, 1440)
+_INTERVAL_DOC = (
+    f"One of auto_sync_supported_intervals(): {', '.join(map(str, SUPPORTED_INTERVALS))}. Left out: the "
+    "stored interval is kept (60 when none is stored)."
+)
+
+
+def _integral(value: object) -> object:
+    # JSON has one number type: 30.0 is the integer 30 to JSON Schema (and to JavaScript clients).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer as JSON Schema means it: whole numbers, also written 30.0; never strings or booleans.
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+
+HOST_CHARACTERS = (
+    "^[^/@\\u0000-\\u0020\\u007f\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]+$"
+)
+NO_CONTROL_CHARACTERS = "^[^\\u0000-\\u001f\\u007f]*$"
+
+
 class SaveAutoSync(Strict):
     enabled: StrictBool
     # The range is Postgres's integer; which values are supported is decided in SQL, in one place.
-    interval_minutes: StrictInt | None = Field(
+    interval_minutes: Annotated[
+        JsonInt | None,
+        WithJsonSchema({"type": "integer", "enum": list(SUPPORTED_INTERVALS), "description": _INTERVAL_DOC}),
+    ] = Field(
         default=None,
+        # Left out means "keep": the document publishes no default (null is not an accepted value).
+        json_schema_extra=lambda schema: schema.pop("default", None),  # type: ignore[arg-type,misc]
         ge=-(2**31),
         le=2**31 - 1,
-        description="One of auto_sync_supported_intervals(): 5, 6, 10, 12, 15, 20, 30, 60, 120, 180, 240, "
-        "360, 480, 720 or 1440. Left out: the stored interval is kept (60 when none is stored).",
     )
-
 
     @field_validator("interval_minutes", mode="before")
     @classmethod
@@ -51,12 +88,17 @@ class LoadAutoSync(Success):
 
 
 class NewEmailAccount(Strict):
-    host: str = Field(min_length=1, max_length=253)
-    port: StrictInt = Field(ge=1, le=65535)
+    # The pattern publishes the characters refused below (controls, whitespace, '/', '@'); the rest of
+    # what makes a host name (labels, IDNA) is checked by sync_function.destinations.
+    host: str = Field(min_length=1, max_length=253, json_schema_extra={"pattern": HOST_CHARACTERS})
+    port: JsonInt = Field(ge=1, le=65535)
     tls_mode: Literal["tls", "starttls", "plain"]
-    username: str = Field(min_length=1, max_length=320)
-    password: str = Field(min_length=1, max_length=1024)
-    mailbox: str = Field(default="INBOX", min_length=1, max_length=512)
+    # The published pattern says what _no_control_characters enforces (ECMA-262 syntax, for clients).
+    username: str = Field(min_length=1, max_length=320, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
+    mailbox: str = Field(
+        default="INBOX", min_length=1, max_length=512, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS}
+    )
 
     @field_validator("host")
     @classmethod
