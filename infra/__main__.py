@@ -76,6 +76,7 @@ if config.creates_function:
             encryption_key=secrets.encryption_key,
             port=config.function_port,
             workers=config.workers,
+            worker_metrics_port=config.worker_metrics_port,
             image_tag=config.function_image_tag,
             build_args=dict(config.function_build_args),
             env_label=prefix,

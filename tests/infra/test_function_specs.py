@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -129,3 +130,12 @@ def test_image_tag_covers_every_copied_source() -> None:
         if not any(Path(source.rstrip("/")).is_relative_to(covered) for covered in FUNCTION_SOURCES)
     ]
     assert not uncovered, f"add {uncovered} to FUNCTION_SOURCES, or a change there will not rebuild the image"
+
+
+def test_workers_serve_metrics_on_their_own_ports() -> None:
+    config = dataclasses.replace(CONFIG, worker_metrics_port=9500)
+    first = sync_function_container(config, role="worker", index=1)
+    second = sync_function_container(config, role="worker", index=2)
+    assert first.command == ("worker", "--metrics-port", "9500") and first.port == 9500
+    assert second.command == ("worker", "--metrics-port", "9501") and second.port == 9501
+    assert sync_function_container(config, role="serve").command == ("serve",)
