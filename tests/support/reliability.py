@@ -104,7 +104,7 @@ def api_for(settings: Config, ssl_context: object = None) -> Iterator[Service]:
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
-            yield Service(url=url, settings=settings, client=client)
+            yield Service(url=url, config=settings, client=client)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
