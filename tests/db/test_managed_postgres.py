@@ -134,3 +134,29 @@ def test_service_and_a_cron_fired_sync_with_a_dedicated_login_role(
                 worker.stop()
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("SELECT public.unschedule_auto_sync(%s)", (user,))
+
+
+@pytest.mark.parametrize(
+    ("left_out", "message", "statement"),
+    [
+        ("GRANT USAGE ON SCHEMA cron", "may not use pg_cron", f"GRANT USAGE ON SCHEMA cron TO {OWNER}"),
+        ("CREATEROLE", "may not create the roles", f"ALTER ROLE {OWNER} CREATEROLE"),
+    ],
+)
+def test_a_missing_privilege_stops_the_upgrade_with_the_admin_statement(
+    fresh_postgres: PostgresConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    left_out: str,
+    message: str,
+    statement: str,
+) -> None:
+    setup = [s for s in ADMIN_SETUP if left_out not in s]
+    if left_out == "CREATEROLE":
+        setup.insert(0, f"CREATE ROLE {OWNER} LOGIN PASSWORD '{OWNER_PASSWORD}' BYPASSRLS")
+    monkeypatch.setattr(f"{__name__}.ADMIN_SETUP", setup)
+    url = prepare(fresh_postgres)
+    with pytest.raises(Exception, match=message) as caught:
+        migrations.upgrade(url)
+    cause = caught.value.__cause__ or caught.value
+    assert statement in str(getattr(getattr(cause, "diag", None), "message_hint", "")), cause
+    assert migrations.current(url) is None, "nothing was applied"
