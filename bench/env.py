@@ -106,6 +106,7 @@ class BenchEnv:
     def start_function(self) -> str:
         """The real sync function (`autosync serve`) in its own process; pg_cron's trigger is pointed at it."""
         config = make_config(self.database_url)
+        assert config.jwt_secret is not None  # make_config always generates one
         port = free_port()
         env = {
             "PATH": os.environ.get("PATH", ""),

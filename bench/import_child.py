@@ -17,7 +17,11 @@ from pathlib import Path
 import psycopg
 
 import sync_function.queue  # noqa: F401 - the worker's import footprint belongs in the baseline
+from sync_function.destinations import DestinationPolicy
 from sync_function.importer import ImapAccount, import_mailbox
+
+# The benchmark Dovecot listens on loopback, which imports refuse unless allowed.
+LOOPBACK_ALLOWED = DestinationPolicy.parse(["127.0.0.0/8", "::1/128"])
 
 
 def memory_kb() -> dict[str, int]:
@@ -46,7 +50,8 @@ def main(argv: list[str]) -> None:
         started = time.perf_counter()
         if profiler is not None:
             profiler.enable()
-        result = import_mailbox(conn, account=account, user_id=uuid.UUID(args["user_id"]), timeout_s=120.0)
+        result = import_mailbox(conn, account=account, user_id=uuid.UUID(args["user_id"]), timeout_s=120.0,
+                                 allowed=LOOPBACK_ALLOWED)
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started

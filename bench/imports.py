@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.env import BenchEnv
 from harness import mailgen
+from harness.dovecot import LOOPBACK_ALLOWED
 from sync_function.imap import connect
 from sync_function.importer import ImapAccount, import_mailbox
 
@@ -127,7 +128,8 @@ def client_fetch(box: Mailbox, *, batch: int = 200) -> dict[str, float]:
     """The importer's own fetch path (sync_function.imap, imapclient) with nothing stored."""
     started = time.perf_counter()
     count = size = 0
-    with connect(host=box.host, port=box.port, tls_mode="plain", username=box.user, password=box.password) as session:
+    with connect(host=box.host, port=box.port, tls_mode="plain", username=box.user, password=box.password,
+                 allowed=LOOPBACK_ALLOWED) as session:
         session.examine("INBOX")
         uids = session.search_uids(min_uid=1)
         for start in range(0, len(uids), batch):
@@ -173,7 +175,7 @@ def autosync_noop(env: BenchEnv, box: Mailbox, runs: int) -> list[float]:
     with env.connect() as conn:
         for _ in range(runs):
             started = time.perf_counter()
-            result = import_mailbox(conn, account=box.account, user_id=box.user_id)
+            result = import_mailbox(conn, account=box.account, user_id=box.user_id, allowed=LOOPBACK_ALLOWED)
             times.append(time.perf_counter() - started)
             if not result.unchanged:
                 raise RuntimeError("a no-op import found something to do")

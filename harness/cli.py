@@ -44,7 +44,8 @@ def env_up(
     state = env.state_file.relative_to(local_env.STATE_DIR.parent)
     typer.echo(f"environment {env.name} is up (schema at revision {env.revision})")
     typer.echo(f"  API:           {env.api_url}  (try {env.api_url}/readyz; pg_cron calls it)")
-    typer.echo(f"  workers:       {env.workers}")
+    metrics = f"  (Prometheus: {', '.join(env.worker_metrics)})" if env.worker_metrics else ""
+    typer.echo(f"  workers:       {env.workers}{metrics}")
     typer.echo(f"  Postgres:      127.0.0.1:{env.postgres.port}, database {env.postgres.database}")
     typer.echo(f"  DATABASE_URL:  see {state} (mode 0600: generated password, service key, JWT secret)")
     typer.echo(f'  psql:          set -a; . {state}; set +a; psql "$DATABASE_URL"')

@@ -32,8 +32,11 @@ from harness.dovecot_spec import (
     user_file,
 )
 from harness.ports import free_port, unique_name
+from sync_function.destinations import DestinationPolicy
 
 # Bytes per tar sent to the engine: bounds memory when benchmarks deliver many thousands.
+# The test Dovecot listens on loopback, which the service refuses unless allowed: callers pass this.
+LOOPBACK_ALLOWED = DestinationPolicy.parse(["127.0.0.0/8", "::1/128"])
 TAR_CHUNK_BYTES = 64 * 1024 * 1024
 _LOGOUT = re.compile(r"imap\((?P<user>[^)]+)\).*?Disconnected: .*?body_count=(?P<bodies>\d+)")
 

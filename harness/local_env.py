@@ -40,6 +40,7 @@ DEFAULT_FUNCTION_PORT = 54321
 # Where the harness looks for CA certificates to hand to pip inside the function image build, in
 # order: this variable (a file path; empty disables), SSL_CERT_FILE, the host's OpenSSL default.
 PIP_CA_BUNDLE_VAR = "AUTOSYNC_PIP_CA_BUNDLE"
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
 
 # A PEM certificate block; and how much PEM text a build arg may carry (the kernel's 128 KiB limit
 # on one environment string, with a margin).
@@ -52,6 +53,7 @@ E2E_DATABASE_URL = "AUTOSYNC_E2E_DATABASE_URL"
 E2E_SERVICE_KEY = "AUTOSYNC_E2E_SERVICE_KEY"
 E2E_JWT_SECRET = "AUTOSYNC_E2E_JWT_SECRET"  # noqa: S105 - a variable name, not a secret
 E2E_ENV_NAME = "AUTOSYNC_E2E_ENV_NAME"
+E2E_WORKER_METRICS = "AUTOSYNC_E2E_WORKER_METRICS"  # comma-separated URLs of the workers' /metrics
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Coordinates:
     database_url: str = field(repr=False)
     service_key: str = field(repr=False)
     jwt_secret: str = field(repr=False)
+    worker_metrics: tuple[str, ...] = ()
 
     def environ(self) -> dict[str, str]:
         """The `AUTOSYNC_E2E_*` variables for a test process."""
@@ -72,6 +75,7 @@ class Coordinates:
             E2E_DATABASE_URL: self.database_url,
             E2E_SERVICE_KEY: self.service_key,
             E2E_JWT_SECRET: self.jwt_secret,
+            E2E_WORKER_METRICS: ",".join(self.worker_metrics),
         }
 
     @classmethod
@@ -86,6 +90,7 @@ class Coordinates:
             database_url=environ[E2E_DATABASE_URL],
             service_key=environ[E2E_SERVICE_KEY],
             jwt_secret=environ[E2E_JWT_SECRET],
+            worker_metrics=tuple(url for url in environ.get(E2E_WORKER_METRICS, "").split(",") if url),
         )
 
 
@@ -116,7 +121,14 @@ class LocalEnv:
             database_url=self.database_url,
             service_key=self.function.service_key,
             jwt_secret=self.function.jwt_secret,
+            worker_metrics=self.worker_metrics,
         )
+
+    @property
+    def worker_metrics(self) -> tuple[str, ...]:
+        """Each worker's Prometheus endpoint (the workers share the host's network)."""
+        ports = [self.function.metrics_port(index) for index in range(1, self.workers + 1)]
+        return tuple(f"http://127.0.0.1:{port}/metrics" for port in ports if port is not None)
 
 
 def state_file(name: str) -> Path:
@@ -273,6 +285,9 @@ def up(
         jwt_secret=_generated(state, "AUTOSYNC_JWT_SECRET", "token"),
         encryption_key=_generated(state, "AUTOSYNC_ENCRYPTION_KEY", "fernet"),
         port=int(state.get("AUTOSYNC_PORT") or function_port or DEFAULT_FUNCTION_PORT),
+        # The local environment syncs from a test Dovecot on this machine: loopback is allowed here only.
+        imap_allowed_networks=LOOPBACK_NETWORKS,
+        worker_metrics_port=int(state.get("AUTOSYNC_WORKER_METRICS_PORT") or free_ports(1)[0]),
     )
     if postgres.port == function.port:
         raise ValueError(f"Postgres and the function would both listen on port {postgres.port}")
@@ -303,6 +318,7 @@ def up(
                 if len(demo_ports) == 2
                 else {}
             ),
+            "AUTOSYNC_WORKER_METRICS_PORT": str(function.worker_metrics_port),
         },
     )
 

@@ -35,6 +35,8 @@ def make_config(database_url: str, **overrides: object) -> Config:
         "imap_timeout_seconds": 5.0,
         # The test OAuth2 provider (harness.oauth_provider) is plain http on loopback.
         "oauth_allow_loopback_http": True,
+        # The test Dovecot listens on 127.0.0.1: allowed explicitly, as an operator would.
+        "imap_allowed_networks": "127.0.0.0/8,::1/128",
     }
     values.update(overrides)
     return Config(**values)  # type: ignore[arg-type]
@@ -53,6 +55,7 @@ class Service:
             "role": "authenticated",
             **claims,
         }
+        assert self.config.jwt_secret is not None, "tokens are signed with the HS256 secret"
         return jwt.encode(payload, self.config.jwt_secret.get_secret_value(), algorithm="HS256")
 
     def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
@@ -130,12 +133,17 @@ def running_service(config: Config, *, imap_ssl_context: ssl.SSLContext | None =
 
 def worker_env(config: Config) -> dict[str, str]:
     """The environment of an `autosync worker` process configured like `config`."""
-    return {
+    env = {
         "PATH": os.environ.get("PATH", ""),
         "DATABASE_URL": config.database_url.get_secret_value(),
         "AUTOSYNC_SERVICE_KEY": config.service_key.get_secret_value(),
-        "AUTOSYNC_JWT_SECRET": config.jwt_secret.get_secret_value(),
         "AUTOSYNC_ENCRYPTION_KEY": config.encryption_key.get_secret_value(),
         "AUTOSYNC_WORKER_CONCURRENCY": "1",
         "AUTOSYNC_LOG_LEVEL": "warning",
+        "AUTOSYNC_IMAP_ALLOWED_NETWORKS": config.imap_allowed_networks,
     }
+    if config.jwt_secret is not None:
+        env["AUTOSYNC_JWT_SECRET"] = config.jwt_secret.get_secret_value()
+    if config.jwt_jwks_url is not None:
+        env["AUTOSYNC_JWT_JWKS_URL"] = str(config.jwt_jwks_url)
+    return env

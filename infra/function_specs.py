@@ -96,6 +96,14 @@ class SyncFunctionConfig:
     encryption_key: str = field(repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
+    # AUTOSYNC_IMAP_ALLOWED_NETWORKS: non-public IMAP destinations the function may reach (empty: none).
+    imap_allowed_networks: str = ""
+    # Worker n serves Prometheus metrics on 127.0.0.1:(worker_metrics_port + n - 1); None: not served.
+    worker_metrics_port: int | None = None
+
+    def metrics_port(self, index: int) -> int | None:
+        """Where worker `index` (from 1) serves its metrics, if they are served."""
+        return None if self.worker_metrics_port is None else self.worker_metrics_port + index - 1
 
     @property
     def url(self) -> str:
@@ -151,6 +159,8 @@ def sync_function_container(
         "AUTOSYNC_HOST": config.host,
         "AUTOSYNC_PORT": str(config.port),
     }
+    if config.imap_allowed_networks:
+        env["AUTOSYNC_IMAP_ALLOWED_NETWORKS"] = config.imap_allowed_networks
     image = image if image is not None else sync_function_image()
     if role == "serve":
         return ContainerSpec(
@@ -165,12 +175,17 @@ def sync_function_container(
         )
     if role == "worker":
         # SIGTERM (Docker's default) lets the worker finish or release its current job.
+        # Each worker counts the runs, attempts and import seconds it did itself (the API's /metrics
+        # reads the database): a scraper needs every worker's port.
+        metrics_port = config.metrics_port(index)
+        metrics = ("--metrics-port", str(metrics_port)) if metrics_port is not None else ()
         return ContainerSpec(
             name=f"{config.name}-worker-{index}",
             image=image,
-            command=("worker",),
+            command=("worker", *metrics),
             env=env,
             secret_env=FUNCTION_SECRET_ENV,
             stop_grace_s=WORKER_STOP_GRACE_S,
+            port=metrics_port,
         )
     raise ValueError(f"unknown role {role!r}: expected 'serve' or 'worker'")

@@ -91,6 +91,7 @@ def main() -> None:
                 encryption_key=keys.keys,
                 port=config.function_port,
                 workers=config.workers,
+                worker_metrics_port=config.worker_metrics_port,
                 image_tag=config.function_image_tag,
                 build_args=dict(config.function_build_args),
                 env_label=prefix,

@@ -27,6 +27,8 @@ DEFAULT_FUNCTION_PORT = 8000
 DEFAULT_DATABASE_NAME = "autosync"
 DEFAULT_DATABASE_USER = "postgres"
 DEFAULT_WORKERS = 1
+# Worker n serves its Prometheus metrics on 127.0.0.1:(workerMetricsPort + n - 1) (host networking).
+DEFAULT_WORKER_METRICS_PORT = 9464
 MAX_WORKERS = 32
 
 # Lower bounds for secrets a user supplies. The service key bound is the schema's own
@@ -41,6 +43,7 @@ POSTGRES_ONLY_KEYS = ("postgresPort", "databaseName", "databaseUser", "databaseP
 FUNCTION_ONLY_KEYS = (
     "functionPort",
     "workers",
+    "workerMetricsPort",
     "functionImageTag",
     "functionBuildArgs",
     "jwtSecret",
@@ -60,6 +63,7 @@ KNOWN_KEYS = frozenset(
         "postgresImageTag",
         "functionPort",
         "workers",
+        "workerMetricsPort",
         "functionImageTag",
         "functionBuildArgs",
         "serviceKey",
@@ -132,6 +136,7 @@ class StackConfig:
     postgres_image_tag: str | None = None
     function_port: int = DEFAULT_FUNCTION_PORT
     workers: int = DEFAULT_WORKERS
+    worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
     function_image_tag: str | None = None
     function_build_args: Mapping[str, str] = field(default_factory=dict)
     service_key: str | None = field(default=None, repr=False)
@@ -316,6 +321,9 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
     postgres_image_tag = reader.string("postgresImageTag", pattern=_IMAGE_TAG, hint="must be a Docker tag")
     function_image_tag = reader.string("functionImageTag", pattern=_IMAGE_TAG, hint="must be a Docker tag")
     workers = reader.integer("workers", DEFAULT_WORKERS, low=0, high=MAX_WORKERS)
+    worker_metrics_port = reader.integer(
+        "workerMetricsPort", DEFAULT_WORKER_METRICS_PORT, low=1, high=65535 - MAX_WORKERS
+    )
     build_args = _build_args(reader)
 
     config = StackConfig(
@@ -329,6 +337,7 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
         postgres_image_tag=postgres_image_tag,
         function_port=function_port,
         workers=workers,
+        worker_metrics_port=worker_metrics_port,
         function_image_tag=function_image_tag,
         function_build_args=build_args,
         service_key=reader.secret("serviceKey", check=_check_service_key),

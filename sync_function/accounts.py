@@ -13,10 +13,11 @@ from psycopg import Connection
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from sync_function import imap, oauth
+from sync_function import imap, oauth, ratelimits
 from sync_function.crypto import decrypt_password, encrypt_password
+from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy, DestinationRefused, InvalidHost
 from sync_function.importer import ImapAccount, login
-from sync_function.users import UnknownUser
+from sync_function.users import UnknownUser, require_user
 
 # Adding an account waits on the user's IMAP server while the user waits on the page: cap it below
 # the import timeout.
@@ -91,6 +92,10 @@ class LoginFailed(ValueError):
     """The IMAP server did not accept the account (unreachable, TLS, credentials, no such mailbox)."""
 
 
+class DestinationNotAllowed(ValueError):
+    """The host is not one the service may connect to (sync_function.destinations); nothing was dialled."""
+
+
 class DuplicateAccount(ValueError):
     """The user already has this mailbox."""
 
@@ -155,16 +160,29 @@ def create(conn: Connection, *, user_id: uuid.UUID, account: ImapAccount, encryp
     return AccountView(**row)
 
 
-def verify_login(account: ImapAccount, *, timeout_s: float, ssl_context: ssl.SSLContext | None) -> None:
-    """Log in and STATUS the mailbox; raises LoginFailed with the server's reason in words."""
+def verify_login(
+    account: ImapAccount,
+    *,
+    timeout_s: float,
+    ssl_context: ssl.SSLContext | None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
+) -> None:
+    """Log in and STATUS the mailbox; raises LoginFailed with the server's reason in words.
+
+    Raises DestinationNotAllowed (before any connection) for a host that resolves to a refused address.
+    """
     try:
-        with login(account, timeout_s=min(timeout_s, VERIFY_TIMEOUT_S), ssl_context=ssl_context) as session:
+        with login(
+            account, timeout_s=min(timeout_s, VERIFY_TIMEOUT_S), ssl_context=ssl_context, allowed=allowed
+        ) as session:
             if account.all_folders:
                 session.list_folders()
             else:
                 # Every chosen folder must exist when the account is saved.
                 for name in account.folders or (account.mailbox,):
                     session.status(name)
+    except (DestinationRefused, InvalidHost) as exc:
+        raise DestinationNotAllowed(str(exc)) from None
     except (imap.ImapError, oauth.OAuthError) as exc:
         raise LoginFailed(f"could not verify the account: {exc}") from None
 
@@ -178,18 +196,26 @@ def add(
     timeout_s: float,
     ssl_context: ssl.SSLContext | None,
     code: oauth.AuthorizationCode | None = None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
+    limit: ratelimits.Limit | None = None,
 ) -> AccountView:
     """Verify the login first, then store the account: nothing is stored for an account that fails.
 
     An OAuth2 account given an authorization `code` gets its refresh token by exchanging it first.
 
     The login is checked before a pooled connection is taken: a slow IMAP server must not hold a
-    database connection. Raises LoginFailed, DuplicateAccount or UnknownUser.
+    database connection. Raises LoginFailed, DestinationNotAllowed, DuplicateAccount, UnknownUser or
+    ratelimits.RateLimited (when `limit` is given and used up).
     """
+    if limit is not None:
+        # Counted before the login and committed: every attempt is an outbound login, failed or not.
+        with pool.connection() as conn, conn.transaction():
+            require_user(conn, user_id=user_id)
+            ratelimits.hit(conn, user_id=user_id, limit=limit)
     if code is not None and account.oauth is not None:
         account = replace(account, oauth=replace(account.oauth, refresh_token=exchange(account.oauth, code)))
     try:
-        verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+        verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context, allowed=allowed)
     finally:
         # Taken whatever happened, so that a failed sign-in leaves nothing behind in the process.
         account = _with_rotated_token(account)
@@ -309,6 +335,7 @@ def reconnect(
     timeout_s: float,
     ssl_context: ssl.SSLContext | None,
     code: oauth.AuthorizationCode | None = None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> AccountView:
     """A new grant for an OAuth2 account: verified by signing in, then stored; clears needs-reconnect.
 
@@ -329,7 +356,7 @@ def reconnect(
     if refresh_token is None:
         raise LoginFailed("give a refresh token or an authorization code")
     account = replace(stored[0], oauth=replace(stored[0].oauth, refresh_token=refresh_token))
-    verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context)
+    verify_login(account, timeout_s=timeout_s, ssl_context=ssl_context, allowed=allowed)
     account = _with_rotated_token(account)
     assert account.oauth is not None
     refresh_token = account.oauth.refresh_token

@@ -307,7 +307,7 @@ def sync_user(user_id: str = typer.Argument(..., help="The user's id.")) -> None
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sync_function import logs, sync, triggers
+    from sync_function import logs, ratelimits, sync, triggers
     from sync_function.db import open_pool
     from sync_function.users import UnknownUser
 
@@ -328,13 +328,12 @@ def sync_user(user_id: str = typer.Argument(..., help="The user's id.")) -> None
                     run_id = triggers.claim_manual_run(
                         conn,
                         user_id=user,
-                        limit=config.manual_import_limit,
-                        window_s=config.manual_import_window_seconds,
+                        limit=ratelimits.manual_import(config),
                     )
                 result = sync.run_attempt(
                     pool, config, run_id=run_id, attempt=1, final=True, on_progress=show
                 )
-            except (UnknownUser, triggers.RateLimited, triggers.AlreadyRunning) as exc:
+            except (UnknownUser, ratelimits.RateLimited, triggers.AlreadyRunning) as exc:
                 typer.echo(f"autosync: {exc}", err=True)
                 raise typer.Exit(2) from None
             except sync.ImportFailed as exc:

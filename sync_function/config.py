@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from sync_function.cors import parse_origins
 from sync_function.crypto import KeyListError, parse_keys
+from sync_function.destinations import DestinationPolicy
 from sync_function.imap import DEFAULT_TIMEOUT_S
 from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
@@ -21,9 +31,17 @@ class Config(BaseSettings):
 
     database_url: SecretStr = Field(validation_alias=AliasChoices("DATABASE_URL", "AUTOSYNC_DATABASE_URL"))
     service_key: SecretStr = Field(min_length=32)
-    jwt_secret: SecretStr = Field(min_length=32)
+    # User JWTs: HS256 with this secret, RS256/ES256 with the keys at jwt_jwks_url; one or both.
+    jwt_secret: SecretStr | None = Field(default=None, min_length=32)
+    jwt_jwks_url: HttpUrl | None = Field(default=None, validate_default=True)
+    # An unknown `kid` refetches the JWKS at most once per this; the set is refreshed after max age.
+    jwt_jwks_min_refresh_seconds: float = Field(default=60.0, ge=0.0, le=86400)
+    jwt_jwks_max_age_seconds: float = Field(default=600.0, ge=1.0, le=7 * 86400)
     jwt_audience: str | None = None
     encryption_key: SecretStr
+
+    # Browser origins allowed to call /api/* (comma-separated, no '*'); empty: no CORS at all.
+    cors_allowed_origins: str = ""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -48,8 +66,17 @@ class Config(BaseSettings):
     # Manual imports (/functions/v1/import-emails): at most this many per user per window.
     manual_import_limit: int = Field(default=3, ge=1, le=1000)
     manual_import_window_seconds: int = Field(default=60, ge=1, le=86400)
+    # save-auto-sync writes a cron job; adding an email account logs in to a server the user names.
+    save_auto_sync_limit: int = Field(default=60, ge=1, le=100000)
+    save_auto_sync_window_seconds: int = Field(default=60, ge=1, le=86400)
+    add_email_account_limit: int = Field(default=10, ge=1, le=100000)
+    add_email_account_window_seconds: int = Field(default=600, ge=1, le=86400)
 
     # The import's defaults have one home, the modules that use them (also when called without Config).
+    # Destinations that IMAP connections may reach although they are not public (comma-separated CIDRs,
+    # addresses or host names), e.g. an internal mail server. Empty: public addresses only.
+    imap_allowed_networks: str = ""
+
     imap_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600)
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
@@ -57,12 +84,36 @@ class Config(BaseSettings):
     # plain http to a loopback endpoint (development and tests).
     oauth_allow_loopback_http: bool = False
 
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _some_jwt_key(cls, value: HttpUrl | None, info: ValidationInfo) -> HttpUrl | None:
+        # Declared after jwt_secret, so a valid secret is in info.data by now.
+        if value is None and info.data.get("jwt_secret") is None:
+            raise ValueError("neither this nor AUTOSYNC_JWT_SECRET is set; user JWTs need one or both")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
             raise ValueError("must be a postgresql:// URL")
         return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        parse_origins(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("imap_allowed_networks")
+    @classmethod
+    def _destinations(cls, value: str) -> str:
+        DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
+        return value
+
+    def imap_destinations(self) -> DestinationPolicy:
+        """The allow-list for IMAP connections (sync_function.destinations)."""
+        return DestinationPolicy.parse(self.imap_allowed_networks.split(","))
 
     @field_validator("encryption_key")
     @classmethod
@@ -81,7 +132,10 @@ class Config(BaseSettings):
 def _describe(error: ValidationError) -> str:
     lines = []
     for problem in error.errors():
-        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        if not problem["loc"]:  # a check across variables names them in its message
+            lines.append(f"  {str(problem['msg']).removeprefix('Value error, ')}")
+            continue
+        field = str(problem["loc"][0])
         variable = field.upper() if field.upper().startswith("AUTOSYNC_") else f"AUTOSYNC_{field.upper()}"
         if variable == "AUTOSYNC_DATABASE_URL":
             variable = "DATABASE_URL"

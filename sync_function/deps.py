@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from psycopg_pool import ConnectionPool
 
-from sync_function.auth import Unauthorized, bearer_token, is_service_key, user_from_jwt
+from sync_function.auth import TokenVerifier, Unauthorized, bearer_token, is_service_key
 from sync_function.config import Config
 
 
@@ -26,9 +26,10 @@ ConfigDep = Annotated[Config, Depends(get_config)]
 PoolDep = Annotated[ConnectionPool, Depends(get_pool)]
 
 
-def current_user(config: ConfigDep, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:
+def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:
     token = bearer_token(authorization)
-    return user_from_jwt(token, secret=config.jwt_secret.get_secret_value(), audience=config.jwt_audience)
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return verifier.user(token)
 
 
 def require_service(config: ConfigDep, authorization: Annotated[str | None, Header()] = None) -> None:

@@ -20,7 +20,9 @@ from typing import Literal, cast
 import imapclient
 from imapclient.exceptions import LoginError
 
+from sync_function import destinations
 from sync_function.certs import context_trusting
+from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy
 
 TlsMode = Literal["tls", "starttls", "plain"]
 TLS_MODES: tuple[TlsMode, ...] = ("tls", "starttls", "plain")
@@ -241,9 +243,12 @@ def connect(
     ca_pem: str | None = None,
     access_token: str | None = None,
     sasl_mechanism: SaslMechanism = "XOAUTH2",
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> ImapSession:
     """Connect and log in, with the password or, given `access_token`, with SASL XOAUTH2/OAUTHBEARER.
 
+    The destination is checked first (sync_function.destinations): non-public addresses are refused
+    unless `allowed` lets them through (raises DestinationRefused or InvalidHost, both ValueErrors).
     Certificates are checked against, in this order: the account's own certificate authority
     (`ca_pem`, added to the system store), the caller's `ssl_context`, the system trust store.
     Host names are always checked.
@@ -266,8 +271,13 @@ def connect(
     else:
         context = ssl_context if ssl_context is not None else _system_context()
     with _mapped(where, "connecting", private_ca=bool(ca_pem)):
-        client = imapclient.IMAPClient(
-            host, port=port, ssl=tls_mode == "tls", ssl_context=context, timeout=timeout_s
+        client = destinations.imap_client(
+            host,
+            port=port,
+            use_tls=tls_mode == "tls",
+            ssl_context=context,
+            timeout_s=timeout_s,
+            policy=allowed,
         )
     try:
         if tls_mode == "starttls":

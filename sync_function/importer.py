@@ -54,6 +54,7 @@ import psycopg
 from psycopg import pq, sql
 
 from sync_function import oauth
+from sync_function.destinations import PUBLIC_ONLY, DestinationPolicy
 from sync_function.folders import DEFAULT_SKIP_SPECIAL_USE, selectable
 from sync_function.imap import (
     DEFAULT_TIMEOUT_S,
@@ -440,6 +441,7 @@ def import_mailbox(
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> ImportResult:
     """Import what is new in `account.mailbox` (see the module docstring for the guarantees).
 
@@ -451,7 +453,7 @@ def import_mailbox(
     started = time.perf_counter()
     _check_arguments(conn, account=account, batch_size=batch_size, max_message_bytes=max_message_bytes)
     state = _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
-    with login(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+    with login(account, ssl_context=ssl_context, timeout_s=timeout_s, allowed=allowed) as session:
         return _import_folder(
             conn,
             session,
@@ -476,6 +478,7 @@ def import_account(
     ssl_context: ssl.SSLContext | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     on_progress: ProgressCallback | None = None,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
 ) -> AccountImportResult:
     """Import every folder of `account` over one IMAP session, each folder with its own checkpoint.
 
@@ -493,6 +496,7 @@ def import_account(
             ssl_context=ssl_context,
             timeout_s=timeout_s,
             on_progress=on_progress,
+            allowed=allowed,
         )
         return AccountImportResult(
             account_id=account.account_id,
@@ -505,7 +509,7 @@ def import_account(
     _read_state(conn, account=account, mailbox=account.mailbox, user_id=user_id)
     results: list[ImportResult] = []
     missing: list[str] = []
-    with login(account, ssl_context=ssl_context, timeout_s=timeout_s) as session:
+    with login(account, ssl_context=ssl_context, timeout_s=timeout_s, allowed=allowed) as session:
         if account.all_folders:
             names = selectable(session.list_folders(), skip_special_use=account.skip_special_use)
         else:
@@ -561,7 +565,13 @@ def import_account(
         )
 
 
-def login(account: ImapAccount, *, ssl_context: ssl.SSLContext | None, timeout_s: float) -> ImapSession:
+def login(
+    account: ImapAccount,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    timeout_s: float,
+    allowed: DestinationPolicy = PUBLIC_ONLY,
+) -> ImapSession:
     """Log in with the password, or with a cached access token refreshed once if the server refuses it."""
     common: dict[str, Any] = {
         "host": account.host,
@@ -571,6 +581,7 @@ def login(account: ImapAccount, *, ssl_context: ssl.SSLContext | None, timeout_s
         "timeout_s": timeout_s,
         "ssl_context": ssl_context,
         "ca_pem": account.ca_pem,
+        "allowed": allowed,
     }
     if account.oauth is None:
         return connect(password=account.password, **common)

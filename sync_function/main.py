@@ -9,10 +9,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from sync_function import errors, metrics
+from sync_function.auth import JwksKeys, TokenVerifier
 from sync_function.config import Config
+from sync_function.cors import UserFacingCors, parse_origins
 from sync_function.db import open_pool
 from sync_function.routes import accounts, auto_sync, functions, health, history, operator, page
 from sync_function.schemas import ErrorBody
+
+
+def token_verifier(config: Config) -> TokenVerifier:
+    """How user JWTs are checked: the HS256 secret, the JWKS, or both (one key cache per app)."""
+    jwks = None
+    if config.jwt_jwks_url is not None:
+        jwks = JwksKeys(
+            str(config.jwt_jwks_url),
+            min_refresh_s=config.jwt_jwks_min_refresh_seconds,
+            max_age_s=config.jwt_jwks_max_age_seconds,
+        )
+    secret = config.jwt_secret.get_secret_value() if config.jwt_secret is not None else None
+    return TokenVerifier(secret=secret, jwks=jwks, audience=config.jwt_audience)
 
 
 def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None) -> FastAPI:
@@ -22,6 +37,7 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = open_pool(config, name="autosync-api", max_size=config.db_pool_max)
         app.state.pool = pool
+        app.state.token_verifier = token_verifier(config)
         app.state.metrics_registry = metrics.api_registry(pool)
         try:
             yield
@@ -40,9 +56,12 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     errors.install(app)
     # Every error has the same JSON body; say so in the published document.
     error = {"model": ErrorBody}
-    documented = {400: error, 401: error, 403: error, 404: error, 422: error, 503: error}
+    documented = {400: error, 401: error, 403: error, 404: error, 422: error, 429: error, 503: error}
     for module in (auto_sync, accounts, history, functions, operator):
         app.include_router(module.router, responses=documented)  # type: ignore[arg-type]
     app.include_router(health.router)
     app.include_router(page.router)
+    origins = parse_origins(config.cors_allowed_origins) if config.cors_allowed_origins else ()
+    if origins:
+        app.add_middleware(UserFacingCors, origins=origins)
     return app

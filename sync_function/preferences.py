@@ -14,15 +14,20 @@ from datetime import datetime
 import psycopg
 from psycopg import Connection
 
+from sync_function import ratelimits
 from sync_function.users import UnknownUser
 
 CHECK_INTERVAL = "SELECT public.auto_sync_check_interval(%(interval)s)"
 
+# An interval left out (NULL) keeps the stored one; a user with none stored gets the default.
 UPSERT = """
 INSERT INTO public.user_settings AS s (user_id, enabled, interval_minutes)
-VALUES (%(user_id)s, %(enabled)s, %(interval)s)
+VALUES (%(user_id)s, %(enabled)s, coalesce(%(interval)s::integer, %(default_interval)s))
 ON CONFLICT (user_id) DO UPDATE
-    SET enabled = excluded.enabled, interval_minutes = excluded.interval_minutes, updated_at = now()
+    SET enabled = excluded.enabled,
+        interval_minutes = coalesce(%(interval)s::integer, s.interval_minutes),
+        updated_at = now()
+RETURNING interval_minutes
 """
 
 SCHEDULE = "SELECT public.schedule_auto_sync(%(user_id)s, %(interval)s)"
@@ -62,18 +67,37 @@ class UnsupportedInterval(ValueError):
     """The interval is not one auto_sync_supported_intervals() lists; the message lists those that are."""
 
 
-def save_preference(conn: Connection, *, user_id: uuid.UUID, enabled: bool, interval_minutes: int) -> None:
+def save_preference(
+    conn: Connection,
+    *,
+    user_id: uuid.UUID,
+    enabled: bool,
+    interval_minutes: int | None,
+    limit: ratelimits.Limit | None = None,
+) -> None:
     """Save the user's choice and schedule, move or remove their cron job, all or nothing.
 
-    Raises UnsupportedInterval (also when disabling: a stored preference is always a valid one)
-    or UnknownUser; either way nothing changed.
+    `interval_minutes=None` keeps the stored interval (the default for a user with none stored), so
+    turning auto-sync off and on again comes back at the interval the user chose.
+
+    Raises UnsupportedInterval (also when disabling: a stored preference is always a valid one),
+    UnknownUser, or ratelimits.RateLimited when `limit` is given and used up; either way nothing changed.
     """
-    params = {"user_id": user_id, "enabled": enabled, "interval": interval_minutes}
+    params = {
+        "user_id": user_id,
+        "enabled": enabled,
+        "interval": interval_minutes,
+        "default_interval": DEFAULT.interval_minutes,
+    }
     try:
         with conn.transaction():
-            conn.execute(CHECK_INTERVAL, params)
-            conn.execute(UPSERT, params)
-            conn.execute(SCHEDULE if enabled else UNSCHEDULE, params)
+            if limit is not None:
+                ratelimits.hit(conn, user_id=user_id, limit=limit)
+            if interval_minutes is not None:
+                conn.execute(CHECK_INTERVAL, params)
+            row = conn.execute(UPSERT, params).fetchone()
+            assert row is not None
+            conn.execute(SCHEDULE if enabled else UNSCHEDULE, {**params, "interval": row[0]})
     except psycopg.errors.InvalidParameterValue as exc:
         raise UnsupportedInterval(exc.diag.message_primary or "invalid interval") from None
     except psycopg.errors.ForeignKeyViolation:

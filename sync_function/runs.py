@@ -105,11 +105,6 @@ UPDATE public.sync_runs SET progress_done = %(done)s, progress_total = %(total)s
 WHERE id = %(run_id)s AND status = 'running'
 """
 
-RECENT_MANUAL = """
-SELECT count(*), min(queued_at) FROM public.sync_runs
-WHERE user_id = %(user_id)s AND trigger = 'manual' AND queued_at > now() - make_interval(secs => %(window)s)
-"""
-
 
 @dataclass(frozen=True)
 class RunRequest:
@@ -226,8 +221,3 @@ def history(conn: Connection, *, user_id: uuid.UUID, limit: int) -> list[RunReco
         rows: list[dict[str, Any]] = cur.execute(HISTORY, {"user_id": user_id, "limit": limit}).fetchall()
     return [RunRecord(**row) for row in rows]
 
-
-def recent_manual_runs(conn: Connection, *, user_id: uuid.UUID, window_s: int) -> tuple[int, datetime | None]:
-    row = conn.execute(RECENT_MANUAL, {"user_id": user_id, "window": window_s}).fetchone()
-    assert row is not None
-    return int(row[0]), row[1]

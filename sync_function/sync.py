@@ -95,6 +95,7 @@ def run_attempt(
                     ssl_context=ssl_context,
                     timeout_s=config.imap_timeout_seconds,
                     on_progress=progress.update,
+                    allowed=config.imap_destinations(),
                 )
             except oauth.InvalidGrant as exc:
                 errors.append(f"{account.username}@{account.host}: {exc}")

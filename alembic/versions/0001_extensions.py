@@ -100,10 +100,37 @@ $drop$
 """
 
 
+# A migration role that is not superuser (managed Postgres) needs a few grants from an administrator;
+# without them a later revision would stop on a bare "permission denied". Name them here, up front.
+CHECK_PRIVILEGES = """
+DO $check$
+BEGIN
+    IF NOT pg_catalog.has_schema_privilege('cron', 'USAGE') THEN
+        RAISE EXCEPTION 'role % may not use pg_cron (schema "cron")', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An administrator runs: GRANT USAGE ON SCHEMA cron TO %1$I; '
+                                'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cron TO %1$I; '
+                                'GRANT SELECT, DELETE ON ALL TABLES IN SCHEMA cron TO %1$I;', current_user);
+    END IF;
+    IF (SELECT count(*) FROM pg_catalog.pg_roles
+        WHERE rolname IN ('anon', 'authenticated', 'service_role')) < 3
+       AND NOT (SELECT r.rolsuper OR r.rolcreaterole FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
+    THEN
+        RAISE EXCEPTION 'role % may not create the roles anon, authenticated and service_role', current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An administrator runs: ALTER ROLE %I CREATEROLE BYPASSRLS; '
+                                '(or creates those three roles, as Supabase does)', current_user);
+    END IF;
+END
+$check$
+"""
+
+
 def upgrade() -> None:
     op.execute(CHECK_AVAILABLE)
     op.execute(CREATE_PG_CRON)
     op.execute(CREATE_HTTP)
+    op.execute(CHECK_PRIVILEGES)
 
 
 def downgrade() -> None:

@@ -27,6 +27,7 @@ class SyncFunctionArgs:
     encryption_key: pulumi.Input[str]  # a key list (sync_function/crypto.py)
     port: int = 8000
     workers: int = 1
+    worker_metrics_port: int | None = None
     image_tag: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
     env_label: str = "autosync"
@@ -55,6 +56,7 @@ class SyncFunction(pulumi.ComponentResource):
             jwt_secret=placeholder,
             encryption_key=placeholder,
             port=args.port,
+            worker_metrics_port=args.worker_metrics_port,
         )
         image_spec = sync_function_image(args.build_args)
         secrets = {

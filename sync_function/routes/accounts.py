@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from fastapi import APIRouter, Request, status
 
-from sync_function import accounts, oauth
+from sync_function import accounts, oauth, ratelimits
 from sync_function.config import Config
 from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
@@ -62,7 +62,11 @@ def add_account(
             timeout_s=config.imap_timeout_seconds,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
             code=code,
+            allowed=config.imap_destinations(),
+            limit=ratelimits.add_email_account(config),
         )
+    except accounts.DestinationNotAllowed as exc:
+        raise ApiError(422, str(exc)) from None
     except accounts.LoginFailed as exc:
         raise ApiError(400, str(exc)) from None
     except accounts.DuplicateAccount as exc:
@@ -124,7 +128,10 @@ def reconnect_account(
             encryption_key=config.encryption_key.get_secret_value(),
             timeout_s=config.imap_timeout_seconds,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
+            allowed=config.imap_destinations(),
         )
+    except accounts.DestinationNotAllowed as exc:
+        raise ApiError(422, str(exc)) from None
     except LookupError as exc:
         raise ApiError(404, str(exc)) from None
     except accounts.LoginFailed as exc:

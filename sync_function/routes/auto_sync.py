@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from sync_function import preferences
-from sync_function.deps import CurrentUser, PoolDep
+from sync_function import preferences, ratelimits
+from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
 from sync_function.schemas import AutoSyncPreference, Intervals, LoadAutoSync, NextRun, SaveAutoSync, Success
 from sync_function.users import UnknownUser
@@ -14,12 +14,16 @@ router = APIRouter(prefix="/api/settings", tags=["settings"])
 
 
 @router.post("/save-auto-sync", response_model=Success)
-def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, pool: PoolDep) -> Success:
-    """Save the user's choice and schedule, move or remove their cron job, atomically."""
+def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, pool: PoolDep, config: ConfigDep) -> Success:
+    """Save the user's choice and schedule, move or remove their cron job, atomically (rate-limited per user)."""
     try:
         with pool.connection() as conn:
             preferences.save_preference(
-                conn, user_id=user_id, enabled=body.enabled, interval_minutes=body.interval_minutes
+                conn,
+                user_id=user_id,
+                enabled=body.enabled,
+                interval_minutes=body.interval_minutes,
+                limit=ratelimits.save_auto_sync(config),
             )
     except preferences.UnsupportedInterval as exc:
         raise ApiError(400, str(exc)) from None

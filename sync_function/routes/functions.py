@@ -48,8 +48,6 @@ def import_emails(body: UserRef, pool: PoolDep, config: ConfigDep, request: Requ
         )
     except UnknownUser:
         raise ApiError(404, "no such user") from None
-    except triggers.RateLimited as exc:
-        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except triggers.AlreadyRunning as exc:
         raise ApiError(409, str(exc)) from None
     except sync.ImportFailed as exc:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from sync_function import runs, triggers
+from sync_function import ratelimits, runs, triggers
 from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
 from sync_function.schemas import History, Run, SyncQueued
@@ -33,13 +33,10 @@ def sync_now(user_id: CurrentUser, pool: PoolDep, config: ConfigDep) -> SyncQueu
             run_id = triggers.queue_manual_run(
                 conn,
                 user_id=user_id,
-                limit=config.manual_import_limit,
-                window_s=config.manual_import_window_seconds,
+                limit=ratelimits.manual_import(config),
             )
     except UnknownUser:
         raise ApiError(403, "the token's user does not exist") from None
-    except triggers.RateLimited as exc:
-        raise ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after_s)}) from None
     except triggers.AlreadyRunning as exc:
         raise ApiError(409, str(exc)) from None
     return SyncQueued(run_id=run_id)

@@ -41,6 +41,7 @@ def environment(docker_engine: docker.DockerClient) -> Iterator[local_env.Coordi
         return
     name = unique_name("autosync-e2e")
     with local_env.ephemeral(name) as env:
+        assert env.worker_metrics, "the local environment's workers serve their metrics"
         yield env.coordinates()
     assert local_env.leftovers(name) == [], "teardown left containers or volumes behind"
     assert not local_env.state_file(name).exists()
@@ -73,6 +74,20 @@ def _token(user_id: uuid.UUID, secret: str) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _worker_counters(urls: tuple[str, ...]) -> dict[str, float]:
+    """Counter samples (`name{labels}` → value) summed over every worker's /metrics."""
+    totals: dict[str, float] = {}
+    for url in urls:
+        response = httpx.get(url, timeout=5)
+        assert response.status_code == 200, url
+        for line in response.text.splitlines():
+            if line.startswith("autosync_") and "_total" in line.split(" ", 1)[0]:
+                sample, value = line.rsplit(" ", 1)
+                totals[sample] = totals.get(sample, 0.0) + float(value)
+    totals.setdefault("autosync_messages_imported_total", 0.0)
+    return totals
+
+
 def _job(db: psycopg.Connection[Any], user_id: uuid.UUID) -> tuple[int, str] | None:
     row = db.execute(
         "SELECT jobid, schedule FROM cron.job WHERE jobname = %s", (f"auto-sync-{user_id}",)
@@ -84,6 +99,8 @@ def test_cron_job_imports_mail_end_to_end(environment: local_env.Coordinates, do
     api = httpx.Client(base_url=environment.api_url, timeout=30)
     db = psycopg.connect(environment.database_url, autocommit=True)
     user_id = uuid.uuid4()
+    # Workers of an environment stood up elsewhere may not say where their metrics are.
+    before = _worker_counters(environment.worker_metrics) if environment.worker_metrics else None
     try:
         db.execute("INSERT INTO auth.users (id, email) VALUES (%s, %s)", (user_id, f"{user_id}@example.org"))
         headers = {"Authorization": f"Bearer {_token(user_id, environment.jwt_secret)}"}
@@ -151,6 +168,13 @@ def test_cron_job_imports_mail_end_to_end(environment: local_env.Coordinates, do
 
         subjects = _eventually(imported, timeout_s=30, what="the delivered messages in public.messages")
         assert subjects == [f"end-to-end message {index}" for index in range(3)]
+
+        # The deployed workers' own counters moved: scraped from the port each worker container serves.
+        if before is not None:
+            after = _worker_counters(environment.worker_metrics)
+            assert after["autosync_messages_imported_total"] - before["autosync_messages_imported_total"] >= 3
+            finished = 'autosync_runs_finished_total{status="succeeded"}'
+            assert after[finished] - before.get(finished, 0.0) >= 1, (before, after)
 
         # Later runs keep succeeding and import nothing twice.
         time.sleep(3)

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from harness.dovecot import DovecotServer
+from harness.dovecot import LOOPBACK_ALLOWED, DovecotServer
 from sync_function.importer import ImapAccount, ImportResult, import_mailbox
 from tests.support.db import delete_users, new_user
 from tests.support.mailboxes import Mailbox
@@ -63,6 +63,7 @@ def mailbox(make_mailbox: Callable[..., Mailbox]) -> Mailbox:
 def run_import(service_conn: psycopg.Connection, dovecot: DovecotServer) -> Callable[..., ImportResult]:
     def run(box: Mailbox, **kwargs: object) -> ImportResult:
         kwargs.setdefault("ssl_context", dovecot.ssl_context())
+        kwargs.setdefault("allowed", LOOPBACK_ALLOWED)
         account = kwargs.pop("account", box.account)
         assert isinstance(account, ImapAccount)
         return import_mailbox(service_conn, account=account, user_id=box.user_id, **kwargs)  # type: ignore[arg-type]

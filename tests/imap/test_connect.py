@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from harness import mailgen
-from harness.dovecot import DovecotServer
+from harness.dovecot import LOOPBACK_ALLOWED, DovecotServer
 from harness.ports import free_port
 from sync_function.imap import (
     ImapAuthError,
@@ -88,7 +88,7 @@ def test_implicit_tls_against_the_plain_port_says_which_port_to_use(
 ) -> None:
     with pytest.raises(ImapTlsError, match="993"):
         connect(host=dovecot.host, port=dovecot.port, tls_mode="tls", username=mailbox.user,
-                password=mailbox.password, timeout_s=5, ssl_context=dovecot.ssl_context())
+                allowed=LOOPBACK_ALLOWED, password=mailbox.password, timeout_s=5, ssl_context=dovecot.ssl_context())
 
 
 @pytest.mark.parametrize("tls_mode", ["tls", "starttls"])
@@ -97,7 +97,7 @@ def test_an_untrusted_certificate_is_refused(tls_mode: str, dovecot: DovecotServ
     with pytest.raises(ImapTlsError, match="not trusted"):
         # The system trust store does not know the test server's self-signed certificate.
         connect(host=dovecot.host, port=port, tls_mode=tls_mode, username=mailbox.user,  # type: ignore[arg-type]
-                password=mailbox.password, timeout_s=5, ssl_context=ssl.create_default_context())
+                allowed=LOOPBACK_ALLOWED, password=mailbox.password, timeout_s=5, ssl_context=ssl.create_default_context())
 
 
 def test_missing_mailbox_is_a_mailbox_error(db: psycopg.Connection, mailbox: Mailbox, run_import: Run) -> None:
@@ -137,7 +137,7 @@ def silent_server() -> Iterator[int]:
 def test_a_server_that_never_answers_times_out(silent_server: int) -> None:
     with pytest.raises(ImapTimeout, match="did not answer in time"):
         connect(host="127.0.0.1", port=silent_server, tls_mode="plain", username="u", password=uuid.uuid4().hex,
-                timeout_s=0.5)
+                timeout_s=0.5, allowed=LOOPBACK_ALLOWED)
 
 
 def test_bad_arguments_fail_before_anything_happens(

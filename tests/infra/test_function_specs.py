@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -169,3 +170,12 @@ def test_image_tag_and_build_context_cover_the_same_files() -> None:
         }
     # A file in the context but not in the tag would change the image without changing its tag.
     assert sent == hashed
+
+
+def test_workers_serve_metrics_on_their_own_ports() -> None:
+    config = dataclasses.replace(CONFIG, worker_metrics_port=9500)
+    first = sync_function_container(config, role="worker", index=1)
+    second = sync_function_container(config, role="worker", index=2)
+    assert first.command == ("worker", "--metrics-port", "9500") and first.port == 9500
+    assert second.command == ("worker", "--metrics-port", "9501") and second.port == 9501
+    assert sync_function_container(config, role="serve").command == ("serve",)

@@ -248,3 +248,10 @@ def test_image_tag_override(run_program) -> None:  # type: ignore[no-untyped-def
         "autosync-postgres:17-custom"
     )
     assert monitor.by_name("sync-function-serve").plain("image") == mock_image_id("autosync-sync-function:v1")
+
+
+def test_workers_expose_their_metrics_port(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program({"workers": "2", "workerMetricsPort": "9600"}).monitor
+    for index, port in ((1, "9600"), (2, "9601")):
+        worker = monitor.by_name(f"sync-function-worker-{index}")
+        assert worker.plain("command") == ["worker", "--metrics-port", port]

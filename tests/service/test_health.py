@@ -226,7 +226,7 @@ def test_serve_without_configuration_names_each_variable() -> None:
     for expected in (
         "DATABASE_URL: is not set",
         "AUTOSYNC_SERVICE_KEY:",
-        "AUTOSYNC_JWT_SECRET: is not set",
+        "AUTOSYNC_JWT_JWKS_URL: Value error, neither this nor AUTOSYNC_JWT_SECRET is set",
         "AUTOSYNC_ENCRYPTION_KEY: is not set",
     ):
         assert expected in result.stderr

@@ -116,6 +116,10 @@ def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
         "HS512": "Bearer " + jwt.encode({"sub": str(user), "exp": now + 60}, secret, algorithm="HS512"),
         "sub not uuid": "Bearer " + jwt.encode({"sub": "admin", "exp": now + 60}, secret, algorithm="HS256"),
         "service key": f"Bearer {service.config.service_key.get_secret_value()}",
+        # Valid signatures and a sub, but not a user's session (Supabase's anon and service_role keys).
+        "role anon": "Bearer " + service.token(user, role="anon"),
+        "role service_role": "Bearer " + service.token(user, role="service_role"),
+        "no role": "Bearer " + jwt.encode({"sub": str(user), "exp": now + 60}, secret, algorithm="HS256"),
     }
 
 
@@ -133,6 +137,9 @@ def _tokens(service: Service, user: uuid.UUID) -> dict[str, str | None]:
         "HS512",
         "sub not uuid",
         "service key",
+        "role anon",
+        "role service_role",
+        "no role",
     ],
 )
 def test_bad_tokens_get_401_and_change_nothing(service: Service, database_url: str, kind: str) -> None:
@@ -179,3 +186,40 @@ def test_a_burst_of_saves_is_served_without_503(service: Service, database_url: 
         with ThreadPoolExecutor(max_workers=50) as pool:
             statuses = list(pool.map(save, range(50)))
         assert statuses == [200] * 50
+
+
+def test_disabling_without_an_interval_keeps_the_stored_one(service: Service, database_url: str) -> None:
+    with users(database_url) as (user,):
+        headers = service.as_user(user)
+        assert (
+            service.client.post(
+                SAVE, json={"enabled": True, "interval_minutes": 30}, headers=headers
+            ).status_code
+            == 200
+        )
+        response = service.client.post(SAVE, json={"enabled": False}, headers=headers)
+        assert response.status_code == 200, response.text
+        loaded = service.client.get(LOAD, headers=headers).json()
+        assert loaded["settings"] == {"enabled": False, "interval_minutes": 30}
+        assert state_of(database_url, user)[1:] == (None, None), "the cron job is removed"
+        # Turning it back on without an interval comes back at the user's interval.
+        assert service.client.post(SAVE, json={"enabled": True}, headers=headers).status_code == 200
+        assert service.client.get(LOAD, headers=headers).json()["settings"] == {
+            "enabled": True,
+            "interval_minutes": 30,
+        }
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT interval_minutes FROM public.auto_sync_jobs WHERE user_id = %s", (user,)
+            ).fetchone()
+        assert row == (30,)
+
+
+def test_a_first_save_without_an_interval_gets_the_default(service: Service, database_url: str) -> None:
+    with users(database_url) as (user,):
+        headers = service.as_user(user)
+        assert service.client.post(SAVE, json={"enabled": False}, headers=headers).status_code == 200
+        assert service.client.get(LOAD, headers=headers).json()["settings"] == {
+            "enabled": False,
+            "interval_minutes": 60,
+        }

@@ -1,0 +1,27 @@
+"""Schemathesis hooks for the suite's fuzz run (loaded by `st run` through SCHEMATHESIS_HOOKS).
+
+Each request gets the credentials its path needs (the service key for /functions/v1/*, a user JWT
+elsewhere), and a well-formed email account never sends the service to a generated host: it goes to
+a closed port on loopback instead. The values come from the environment the test sets.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import schemathesis
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    service = case.operation.path.startswith("/functions/")
+    token = os.environ["AUTOSYNC_FUZZ_SERVICE_KEY" if service else "AUTOSYNC_FUZZ_USER_TOKEN"]
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+    body = case.body
+    if isinstance(body, dict) and isinstance(body.get("host"), str):
+        host = body["host"].strip()
+        if host and len(host) <= 253 and not any(c.isspace() or c in "/@" for c in host):
+            body["host"] = "127.0.0.1"
+            if isinstance(body.get("port"), int) and 1 <= body["port"] <= 65535:
+                body["port"] = int(os.environ["AUTOSYNC_FUZZ_DEAD_PORT"])
