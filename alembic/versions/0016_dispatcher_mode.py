@@ -319,8 +319,12 @@ BEGIN
         SET cron_job_id = NULL,
             next_slot = coalesce(a.next_slot, autosync_private.next_slot(a.user_id, a.interval_minutes, now())),
             updated_at = now();
-        PERFORM cron.schedule(public.auto_sync_dispatcher_job_name(), period || ' seconds',
-                              'SELECT public.auto_sync_dispatch()');
+        job := cron.schedule(public.auto_sync_dispatcher_job_name(), period || ' seconds',
+                             'SELECT public.auto_sync_dispatch()');
+        -- A named re-schedule keeps a paused job paused; switching (again) means it runs.
+        IF EXISTS (SELECT 1 FROM cron.job AS j WHERE j.jobid = job AND NOT j.active) THEN
+            PERFORM cron.alter_job(job, active => true);
+        END IF;
     ELSE
         FOR job IN
             SELECT j.jobid FROM cron.job AS j
@@ -462,4 +466,3 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION public.auto_sync_slot_at_or_before(uuid, integer, timestamptz)")
     op.execute(RESTORE_SCHEDULE)
     op.execute("DROP FUNCTION public.auto_sync_slot_offset(uuid, integer)")
-

@@ -15,7 +15,7 @@ from harness import docker_local
 from harness.service import WorkerThread
 from infra import migrations
 from infra.containers import PostgresConfig
-from sync_function import preferences
+from sync_function import doctor, preferences
 from tests.support.cron_spec import day_fire_minutes
 from tests.support.db import cron_jobs, delete_users, new_user
 from tests.support.reliability import wait_until
@@ -106,7 +106,7 @@ def users(db: psycopg.Connection) -> Iterator[list[uuid.UUID]]:
 
 def test_slots_are_the_per_user_cron_times(db: psycopg.Connection) -> None:
     """The slot function and the cron schedule come from one offset rule: same minutes, every interval."""
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - test data, not secrets
     intervals = one(db, "SELECT public.auto_sync_supported_intervals()")
     assert isinstance(intervals, list)
     day = datetime.fromisoformat("2026-03-04T00:00:00+00:00")
@@ -119,7 +119,9 @@ def test_slots_are_the_per_user_cron_times(db: psycopg.Connection) -> None:
         for fire in fires[:3] + fires[-2:]:
             at = day + timedelta(minutes=fire)
             for probe in (at, at + timedelta(seconds=59)):
-                slot = one(db, "SELECT public.auto_sync_slot_at_or_before(%s, %s, %s)", (user_id, minutes, probe))
+                slot = one(
+                    db, "SELECT public.auto_sync_slot_at_or_before(%s, %s, %s)", (user_id, minutes, probe)
+                )
                 assert slot == at, (schedule, probe)
         # Just before the first fire of the day: the previous slot is the last fire of yesterday.
         before = day + timedelta(minutes=fires[0]) - timedelta(seconds=1)
@@ -131,7 +133,9 @@ def test_switching_moves_the_cron_jobs_both_ways(db: psycopg.Connection, users) 
     a, b = users.make(2)
     enable(db, a, 15)
     enable(db, b, 60)
-    before = {name: spec for name, spec in cron_jobs(db).items() if name in (f"auto-sync-{a}", f"auto-sync-{b}")}
+    before = {
+        name: spec for name, spec in cron_jobs(db).items() if name in (f"auto-sync-{a}", f"auto-sync-{b}")
+    }
     assert len(before) == 2
     assert one(db, "SELECT public.auto_sync_mode()") == "per_user"
     try:
@@ -202,7 +206,12 @@ def test_dispatch_queues_each_slot_once_and_catches_up_with_one_run(dispatcher, 
     (run,) = runs_of(db, [user])[user]
     trigger, status, _, args, lock, queueing_lock, queue_name, task_name = run
     assert (trigger, status, lock, queueing_lock, queue_name, task_name) == (
-        "cron", "queued", f"user:{user}", f"user:{user}", "imports", "autosync.import_user"
+        "cron",
+        "queued",
+        f"user:{user}",
+        f"user:{user}",
+        "imports",
+        "autosync.import_user",
     )
     run_id = one(db, "SELECT id FROM public.sync_runs WHERE user_id = %s", (user,))
     assert args == {"run_id": str(run_id)}
@@ -248,7 +257,7 @@ def test_concurrent_dispatches_queue_nothing_twice(dispatcher, users, database_u
             with psycopg.connect(database_url, autocommit=True) as conn:
                 barrier.wait()
                 counts.append(int(one(conn, "SELECT public.auto_sync_dispatch(%s)", (latest,))))  # type: ignore[call-overload]
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=dispatch) for _ in range(6)]
@@ -261,7 +270,9 @@ def test_concurrent_dispatches_queue_nothing_twice(dispatcher, users, database_u
     found = runs_of(db, group)
     assert {user_id: len(runs) for user_id, runs in found.items()} == {user_id: 1 for user_id in group}
     assert one(
-        db, "SELECT count(*) FROM public.procrastinate_jobs WHERE lock = ANY(%s)", ([f"user:{u}" for u in group],)
+        db,
+        "SELECT count(*) FROM public.procrastinate_jobs WHERE lock = ANY(%s)",
+        ([f"user:{u}" for u in group],),
     ) == len(group)
 
 
@@ -285,8 +296,18 @@ def test_paused_dispatcher_catches_up_with_one_run_each(dispatcher, users) -> No
     assert isinstance(now, datetime)
     assert all(next_slot(db, u) > now for u in group)
     # A few more dispatches later, still one run each.
-    wait_until(lambda: one(db, "SELECT count(*) FROM cron.job_run_details WHERE jobid = %s AND start_time > %s",
-                           (job_id, now)) >= 3, timeout_s=30, what="three more dispatches")  # type: ignore[operator]
+    wait_until(
+        lambda: (
+            one(
+                db,
+                "SELECT count(*) FROM cron.job_run_details WHERE jobid = %s AND start_time > %s",
+                (job_id, now),
+            )
+            >= 3
+        ),
+        timeout_s=30,
+        what="three more dispatches",
+    )  # type: ignore[operator]
     assert all(len(r) == 1 for r in runs_of(db, group).values())
 
 
@@ -305,7 +326,9 @@ def users_due_soon(conn: psycopg.Connection, count: int, *, within: tuple[int, i
         picked.extend(row[0] for row in rows)
     picked = picked[:count]
     for user_id in picked:
-        conn.execute("INSERT INTO auth.users (id, email) VALUES (%s, %s)", (user_id, f"{user_id}@example.test"))
+        conn.execute(
+            "INSERT INTO auth.users (id, email) VALUES (%s, %s)", (user_id, f"{user_id}@example.test")
+        )
     return picked
 
 
@@ -323,7 +346,10 @@ def test_pg_cron_runs_the_dispatcher_at_each_slot_and_the_worker_records_it(  # 
             assert len(runs) == 1
             queued_at = runs[0][2]
             # Within the dispatcher's period (1 s) of the slot, with slack for a busy machine.
-            assert timedelta(0) <= queued_at - slots[user_id] < timedelta(seconds=3), (queued_at, slots[user_id])
+            assert timedelta(0) <= queued_at - slots[user_id] < timedelta(seconds=3), (
+                queued_at,
+                slots[user_id],
+            )
         wait_until(
             lambda: all(r[0][1] == "succeeded" for r in runs_of(db, group).values()),
             timeout_s=60,
@@ -346,7 +372,9 @@ def test_nothing_missed_across_a_restart(fresh_postgres: PostgresConfig, docker_
     # Down before the slots, up after them.
     container.stop(timeout=10)
     latest = max(slots.values())
-    wait_until(lambda: datetime.now(latest.tzinfo) > latest + timedelta(seconds=3), timeout_s=90, what="slots pass")
+    wait_until(
+        lambda: datetime.now(latest.tzinfo) > latest + timedelta(seconds=3), timeout_s=90, what="slots pass"
+    )
     container.start()
     docker_local.wait_healthy(container, timeout_s=60)
 
@@ -357,7 +385,9 @@ def test_nothing_missed_across_a_restart(fresh_postgres: PostgresConfig, docker_
         except psycopg.OperationalError:
             return None
 
-    wait_until(lambda: (found := runs_now()) is not None and all(found.values()), timeout_s=60, what="catch-up")
+    wait_until(
+        lambda: (found := runs_now()) is not None and all(found.values()), timeout_s=60, what="catch-up"
+    )
     with psycopg.connect(url, autocommit=True) as conn:
         found = runs_of(conn, group)
         assert {u: len(r) for u, r in found.items()} == {u: 1 for u in group}
@@ -371,7 +401,7 @@ def test_switching_back_and_forth_while_users_save(db: psycopg.Connection, users
     last: dict[uuid.UUID, preferences.Preference] = {}
 
     def saver(mine: list[uuid.UUID], seed: int) -> None:
-        rng = random.Random(seed)
+        rng = random.Random(seed)  # noqa: S311 - test data, not secrets
         try:
             with psycopg.connect(database_url, autocommit=True) as conn:
                 conn.execute("SET ROLE service_role")
@@ -379,10 +409,13 @@ def test_switching_back_and_forth_while_users_save(db: psycopg.Connection, users
                     user_id = rng.choice(mine)
                     choice = preferences.Preference(rng.random() < 0.7, rng.choice([5, 10, 15, 60]))
                     preferences.save_preference(
-                        conn, user_id=user_id, enabled=choice.enabled, interval_minutes=choice.interval_minutes
+                        conn,
+                        user_id=user_id,
+                        enabled=choice.enabled,
+                        interval_minutes=choice.interval_minutes,
                     )
                     last[user_id] = choice
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=saver, args=(group[i::3], i)) for i in range(3)]
@@ -414,12 +447,12 @@ def check_consistent(
             (group,),
         )
     }
-    assert {u: r[1] for u, r in rows.items()} == {
-        u: p.interval_minutes for u, p in last.items() if p.enabled
-    }
+    assert {u: r[1] for u, r in rows.items()} == {u: p.interval_minutes for u, p in last.items() if p.enabled}
     jobs = cron_jobs(db)
     names = {f"auto-sync-{u}" for u in group}
-    dispatcher_jobs = [n for (n,) in db.execute("SELECT jobname FROM cron.job WHERE jobname = %s", (DISPATCHER,))]
+    dispatcher_jobs = [
+        n for (n,) in db.execute("SELECT jobname FROM cron.job WHERE jobname = %s", (DISPATCHER,))
+    ]
     if mode == "dispatcher":
         assert not names & set(jobs)
         assert dispatcher_jobs == [DISPATCHER]
@@ -433,3 +466,62 @@ def check_consistent(
             assert jobs[f"auto-sync-{user_id}"][1] == one(
                 db, "SELECT public.auto_sync_cron_schedule(%s, %s)", (user_id, minutes)
             )
+
+
+def test_doctor_and_reconcile_understand_both_modes(db: psycopg.Connection, users) -> None:  # type: ignore[no-untyped-def]
+    (user,) = users.make(1)
+    enable(db, user, 5)
+
+    def mode_check() -> doctor.Check:
+        return {c.name: c for c in doctor.run_checks(db, timeout_s=0.5)}["scheduling mode"]
+
+    assert mode_check().detail.startswith("per_user; busiest minute:")
+    try:
+        set_mode(db, "dispatcher")
+        assert [d for d in doctor.find_drift(db) if d.user_id == user or d.kind == "dispatcher"] == []
+        assert mode_check().ok and "keeping up" in mode_check().detail
+        # Break it three ways: dispatcher paused, a per-user job left behind, a slot far in the past.
+        db.execute(
+            "SELECT cron.alter_job(jobid, active => false) FROM cron.job WHERE jobname = %s", (DISPATCHER,)
+        )
+        db.execute("SELECT cron.schedule(public.auto_sync_job_name(%s), '* * * * *', 'SELECT 1')", (user,))
+        kinds = {d.kind for d in doctor.find_drift(db) if d.user_id == user or d.kind == "dispatcher"}
+        assert kinds == {"dispatcher", "orphan_cron"}
+        assert not mode_check().ok
+        fixes = doctor.reconcile(db)
+        assert all(f.ok for f in fixes), fixes
+        assert [d for d in doctor.find_drift(db) if d.user_id == user or d.kind == "dispatcher"] == []
+        assert one(db, "SELECT active FROM cron.job WHERE jobname = %s", (DISPATCHER,)) is True
+        assert f"auto-sync-{user}" not in cron_jobs(db)
+    finally:
+        set_mode(db, "per_user")
+    # Back in per-user mode a dispatcher job is drift, and reconcile removes it.
+    db.execute("SELECT cron.schedule(%s, '1 seconds', 'SELECT 1')", (DISPATCHER,))
+    assert {d.kind for d in doctor.find_drift(db) if d.kind == "dispatcher"} == {"dispatcher"}
+    doctor.reconcile(db)
+    assert one(db, "SELECT count(*) FROM cron.job WHERE jobname = %s", (DISPATCHER,)) == 0
+
+
+def test_doctor_recommends_the_dispatcher_past_the_launch_rate(db: psycopg.Connection) -> None:
+    """3,500 users on 5 minutes: ~700 due in the busiest minute, ~6 s to launch at 120/s: advice."""
+    ids = [
+        uuid.UUID(str(row[0])) for row in db.execute("SELECT gen_random_uuid() FROM generate_series(1, 3500)")
+    ]
+    db.execute(
+        "INSERT INTO auth.users (id, email) SELECT u, u || '@example.test' FROM unnest(%s::uuid[]) u", (ids,)
+    )
+    try:
+        db.execute(
+            "INSERT INTO public.user_settings (user_id, enabled, interval_minutes)"
+            " SELECT u, true, 5 FROM unnest(%s::uuid[]) u",
+            (ids,),
+        )
+        due = doctor.busiest_minute(db)
+        assert 700 <= due < 900
+        check = doctor.scheduling_check(db)
+        assert check.ok  # behind by seconds, not for good
+        assert f"{due} users due" in check.detail
+        assert "switch to the dispatcher" in check.detail
+        assert due / doctor.PER_USER_LAUNCHES_PER_S > doctor.PER_USER_ADVICE_LAG_S
+    finally:
+        delete_users(db, ids)
