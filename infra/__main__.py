@@ -59,7 +59,10 @@ assert secrets.service_key is not None
 settings = DatabaseSettings(
     "database-settings",
     DatabaseSettingsArgs(
-        database_url=database_url, function_url=config.sync_function_url, service_key=secrets.service_key
+        database_url=database_url,
+        function_url=config.sync_function_url,
+        service_key=secrets.service_key,
+        scheduling_mode=config.scheduling_mode,
     ),
     pulumi.ResourceOptions(depends_on=[migrations]),
 )

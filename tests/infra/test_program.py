@@ -180,3 +180,9 @@ def test_image_tag_override(run_program) -> None:  # type: ignore[no-untyped-def
     assert monitor.by_name("postgres-image").plain("imageName") == "autosync-postgres:17-custom"
     assert monitor.by_name("postgres-container").plain("image") == "autosync-postgres:17-custom"
     assert monitor.by_name("sync-function-serve").plain("image") == "autosync-sync-function:v1"
+
+
+def test_scheduling_mode_reaches_the_database_settings(run_program) -> None:  # type: ignore[no-untyped-def]
+    assert run_program().monitor.by_name("database-settings").plain("scheduling_mode") == "per_user"
+    settings = run_program({"schedulingMode": "dispatcher"}).monitor.by_name("database-settings")
+    assert settings.plain("scheduling_mode") == "dispatcher"

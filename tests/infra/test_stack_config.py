@@ -149,3 +149,11 @@ def test_bad_build_args() -> None:
 def test_repr_shows_no_secret() -> None:
     cfg = config({"serviceKey": KEY, "databasePassword": "p" * 20}, secret={"serviceKey", "databasePassword"})
     assert KEY not in repr(cfg) and "p" * 20 not in repr(cfg)
+
+
+def test_scheduling_mode() -> None:
+    assert config().scheduling_mode == "per_user"
+    assert config({"schedulingMode": "dispatcher"}).scheduling_mode == "dispatcher"
+    assert "autosync:schedulingMode: must be one of per_user, dispatcher (got 'hourly')" in problems(
+        {"schedulingMode": "hourly"}
+    )
