@@ -17,6 +17,10 @@ def env_up(
     postgres_port: int = typer.Option(54322, help="Loopback port for Postgres (first start only)."),
     function_port: int = typer.Option(54321, help="Loopback port for the function's API (first start only)."),
     workers: int = typer.Option(1, min=0, help="Number of `autosync worker` containers."),
+    scheduling: str = typer.Option(
+        "per_user",
+        help="Auto-sync scheduling: per_user (one pg_cron job per user) or dispatcher (one job for all).",
+    ),
 ) -> None:
     """Start Postgres (pg_cron + http, migrated) and the sync function (serve + workers). Safe to run again."""
     from harness import docker_local, local_env
@@ -24,7 +28,11 @@ def env_up(
     with console.status(f"bringing up {name} (first run builds the images) …"):
         try:
             env = local_env.up(
-                name, postgres_port=postgres_port, function_port=function_port, workers=workers
+                name,
+                postgres_port=postgres_port,
+                function_port=function_port,
+                workers=workers,
+                scheduling=scheduling,
             )
         except (docker_local.HarnessError, ValueError) as exc:
             typer.echo(f"autosync: {exc}", err=True)
@@ -34,6 +42,7 @@ def env_up(
     typer.echo(f"environment {env.name} is up (schema at revision {env.revision})")
     typer.echo(f"  API:           {env.api_url}  (try {env.api_url}/readyz; pg_cron calls it)")
     typer.echo(f"  workers:       {env.workers}")
+    typer.echo(f"  scheduling:    {env.scheduling}")
     typer.echo(f"  Postgres:      127.0.0.1:{env.postgres.port}, database {env.postgres.database}")
     typer.echo(f"  DATABASE_URL:  see {state} (mode 0600: generated password, service key, JWT secret)")
     typer.echo(f'  psql:          set -a; . {state}; set +a; psql "$DATABASE_URL"')

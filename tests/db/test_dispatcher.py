@@ -296,18 +296,10 @@ def test_paused_dispatcher_catches_up_with_one_run_each(dispatcher, users) -> No
     assert isinstance(now, datetime)
     assert all(next_slot(db, u) > now for u in group)
     # A few more dispatches later, still one run each.
+    runs_since = "SELECT count(*) FROM cron.job_run_details WHERE jobid = %s AND start_time > %s"
     wait_until(
-        lambda: (
-            one(
-                db,
-                "SELECT count(*) FROM cron.job_run_details WHERE jobid = %s AND start_time > %s",
-                (job_id, now),
-            )
-            >= 3
-        ),
-        timeout_s=30,
-        what="three more dispatches",
-    )  # type: ignore[operator]
+        lambda: int(str(one(db, runs_since, (job_id, now)))) >= 3, timeout_s=30, what="three more dispatches"
+    )
     assert all(len(r) == 1 for r in runs_of(db, group).values())
 
 
