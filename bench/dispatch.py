@@ -26,6 +26,7 @@ from bench.fanout import MIN_LEAD_S
 
 # After every due user has a run: two more dispatches, to see any second run of the same slot.
 SETTLE_S = 3.0
+CHUNK = 1_000
 
 
 @dataclass
@@ -64,7 +65,11 @@ def schedule(env: BenchEnv, count: int, interval: int) -> tuple[list[uuid.UUID],
         users = new_users(conn, count, interval=interval)
         started = time.perf_counter()
         with conn.cursor() as cur:
-            cur.executemany("SELECT public.schedule_auto_sync(%s, %s)", [(u, interval) for u in users])
+            # A pipelined executemany is one implicit transaction: in chunks, or 100,000 per-user
+            # locks would outgrow the lock table (max_locks_per_transaction).
+            for start in range(0, len(users), CHUNK):
+                chunk = users[start : start + CHUNK]
+                cur.executemany("SELECT public.schedule_auto_sync(%s, %s)", [(u, interval) for u in chunk])
         return users, time.perf_counter() - started
 
 
