@@ -182,6 +182,7 @@ def run_dispatcher(env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_
         figures[f"{key}.p50_s"] = report.percentile(population.delays, 50)
         figures[f"{key}.p99_s"] = report.percentile(population.delays, 99)
         figures[f"{key}.max_s"] = max(population.delays, default=float("nan"))
+        figures[f"{key}.committed_p99_s"] = report.percentile(population.committed, 99)
         figures[f"{key}.missed"] = population.missed
         figures[f"{key}.doubled"] = population.doubled
         label = f"dispatcher, {population.users:,} on {population.interval} min"

@@ -39,6 +39,7 @@ class Population:
     due: int = 0
     busiest_minute: int = 0
     delays: list[float] = field(default_factory=list)
+    committed: list[float] = field(default_factory=list)
     missed: int = 0
     doubled: int = 0
 
@@ -140,6 +141,21 @@ def _collect(conn: psycopg.Connection[Any], population: Population, slot: float)
         (population.interval, slot - 60),
     ).fetchall()
     population.delays = [float(delay) for _, delay in rows]
+    # queued_at is the dispatch transaction's start; workers see the runs when it commits, which
+    # pg_cron records as the end of that dispatcher run.
+    committed = conn.execute(
+        """SELECT extract(epoch FROM d.end_time
+                          - public.auto_sync_slot_at_or_before(r.user_id, a.interval_minutes, r.queued_at))
+           FROM public.sync_runs AS r JOIN public.auto_sync_jobs AS a USING (user_id)
+           CROSS JOIN LATERAL (
+               SELECT d.end_time FROM cron.job_run_details AS d JOIN cron.job AS j USING (jobid)
+               WHERE j.jobname = 'autosync-dispatcher' AND d.start_time <= r.queued_at
+               ORDER BY d.start_time DESC LIMIT 1) AS d
+           WHERE a.interval_minutes = %s AND r.trigger = 'cron' AND r.queued_at >= to_timestamp(%s)
+             AND d.end_time IS NOT NULL""",
+        (population.interval, slot - 60),
+    ).fetchall()
+    population.committed = [float(delay) for (delay,) in committed]
     per_user = Counter(user_id for user_id, _ in rows)
     population.doubled = sum(1 for count in per_user.values() if count > 1)
     missed = conn.execute(
