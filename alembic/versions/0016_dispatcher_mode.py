@@ -228,16 +228,46 @@ END
 $fn$
 """
 
-CREATE_DISPATCH = """
-CREATE FUNCTION public.auto_sync_dispatch(as_of timestamptz DEFAULT now(), max_users integer DEFAULT 20000)
-RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER
--- procrastinate's functions name their tables without a schema and set no search_path of their own.
+# Not SECURITY DEFINER, and the only function here whose search_path includes public:
+# procrastinate's functions name their tables without a schema and set no search_path of their own.
+CREATE_DEFER_RUNS = """
+CREATE FUNCTION autosync_private.defer_cron_runs(run_ids uuid[], user_ids uuid[]) RETURNS integer
+LANGUAGE plpgsql
 SET search_path = pg_catalog, public
 AS $fn$
 DECLARE
     job_ids bigint[];
     queued integer;
+BEGIN
+    -- The job exactly as sync_function/runs.py's request_run defers it for a cron run.
+    SELECT public.procrastinate_defer_jobs_v1(pg_catalog.array_agg(
+               ROW('imports', 'autosync.import_user', 0, 'user:' || q.user_id, 'user:' || q.user_id,
+                   pg_catalog.jsonb_build_object('run_id', q.run_id::text), NULL
+               )::public.procrastinate_job_to_defer_v1))
+    INTO job_ids
+    FROM unnest(run_ids, user_ids) AS q(run_id, user_id);
+    IF job_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE public.sync_runs AS r SET job_id = j.id
+    FROM public.procrastinate_jobs AS j
+    WHERE j.id = ANY (job_ids) AND r.id = (j.args ->> 'run_id')::uuid;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    RETURN queued;
+END
+$fn$
+"""
+REVOKE_DEFER_RUNS = "REVOKE EXECUTE ON FUNCTION autosync_private.defer_cron_runs(uuid[], uuid[]) FROM PUBLIC"
+
+CREATE_DISPATCH = """
+CREATE FUNCTION public.auto_sync_dispatch(as_of timestamptz DEFAULT now(), max_users integer DEFAULT 20000)
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $fn$
+DECLARE
+    run_ids uuid[];
+    user_ids uuid[];
 BEGIN
     IF (SELECT s.mode FROM autosync_private.scheduling AS s) <> 'dispatcher' THEN
         RETURN 0;
@@ -266,21 +296,9 @@ BEGIN
         ON CONFLICT (user_id) WHERE status IN ('queued', 'running') DO NOTHING
         RETURNING id, user_id
     )
-    -- The job exactly as sync_function/runs.py's request_run defers it for a cron run.
-    SELECT public.procrastinate_defer_jobs_v1(pg_catalog.array_agg(
-               ROW('imports', 'autosync.import_user', 0, 'user:' || i.user_id, 'user:' || i.user_id,
-                   pg_catalog.jsonb_build_object('run_id', i.id::text), NULL
-               )::public.procrastinate_job_to_defer_v1))
-    INTO job_ids
+    SELECT pg_catalog.array_agg(i.id), pg_catalog.array_agg(i.user_id) INTO run_ids, user_ids
     FROM inserted AS i;
-    IF job_ids IS NULL THEN
-        RETURN 0;
-    END IF;
-    UPDATE public.sync_runs AS r SET job_id = j.id
-    FROM public.procrastinate_jobs AS j
-    WHERE j.id = ANY (job_ids) AND r.id = (j.args ->> 'run_id')::uuid;
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    RETURN queued;
+    RETURN autosync_private.defer_cron_runs(run_ids, user_ids);
 END
 $fn$
 """
@@ -436,6 +454,8 @@ def upgrade() -> None:
         CREATE_NEXT_SLOT,
         REVOKE_NEXT_SLOT,
         REPLACE_UPSERT_JOB,
+        CREATE_DEFER_RUNS,
+        REVOKE_DEFER_RUNS,
         CREATE_DISPATCH,
         COMMENT_DISPATCH,
         CREATE_SET_MODE,
@@ -452,6 +472,7 @@ def downgrade() -> None:
     for function in (
         "public.set_auto_sync_mode(text)",
         "public.auto_sync_dispatch(timestamptz, integer)",
+        "autosync_private.defer_cron_runs(uuid[], uuid[])",
         "autosync_private.next_slot(uuid, integer, timestamptz)",
         "autosync_private.schedule_per_user_job(uuid, integer)",
         "public.auto_sync_dispatcher_job_name()",
