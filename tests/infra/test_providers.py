@@ -173,14 +173,16 @@ def test_settings_provider_switches_the_scheduling_mode(database_url: str) -> No
 
     try:
         created = provider.create(props)
-        assert created.outs["scheduling_mode"] == "dispatcher"
+        outs = created.outs
+        assert outs is not None and outs["scheduling_mode"] == "dispatcher"
         assert dbsettings.scheduling_mode(database_url) == "dispatcher" and dispatcher_jobs() == 1
         news = {**props, "scheduling_mode": "per_user"}
-        assert provider.diff(created.id, created.outs, news).changes
-        provider.update(created.id, created.outs, news)
+        assert provider.diff(created.id, outs, news).changes
+        provider.update(created.id, outs, news)
         assert dbsettings.scheduling_mode(database_url) == "per_user" and dispatcher_jobs() == 0
-        updated = provider.update(created.id, created.outs, props)
-        provider.delete(created.id, updated.outs)
+        updated = provider.update(created.id, outs, props).outs
+        assert updated is not None
+        provider.delete(created.id, updated)
         assert dbsettings.scheduling_mode(database_url) == "per_user" and dispatcher_jobs() == 0
     finally:
         dbsettings.reset(database_url)
