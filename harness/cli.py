@@ -23,6 +23,10 @@ def env_up(
     demo_mail_every: int = typer.Option(
         180, min=1, help="Seconds between new demo messages (applies when the demo's mail loop starts)."
     ),
+    scheduling: str = typer.Option(
+        "per_user",
+        help="Auto-sync scheduling: per_user (one pg_cron job per user) or dispatcher (one job for all).",
+    ),
 ) -> None:
     """Start Postgres (pg_cron + http, migrated) and the sync function (serve + workers). Safe to run again."""
     from harness import docker_local, local_env
@@ -36,6 +40,7 @@ def env_up(
                 workers=workers,
                 demo=demo,
                 demo_mail_every_s=demo_mail_every,
+                scheduling=scheduling,
             )
         except (docker_local.HarnessError, ValueError) as exc:
             typer.echo(f"autosync: {exc}", err=True)
@@ -46,6 +51,7 @@ def env_up(
     typer.echo(f"  API:           {env.api_url}  (try {env.api_url}/readyz; pg_cron calls it)")
     metrics = f"  (Prometheus: {', '.join(env.worker_metrics)})" if env.worker_metrics else ""
     typer.echo(f"  workers:       {env.workers}{metrics}")
+    typer.echo(f"  scheduling:    {env.scheduling}")
     typer.echo(f"  Postgres:      127.0.0.1:{env.postgres.port}, database {env.postgres.database}")
     typer.echo(f"  DATABASE_URL:  see {state} (mode 0600: generated password, service key, JWT secret)")
     typer.echo(f'  psql:          set -a; . {state}; set +a; psql "$DATABASE_URL"')

@@ -30,6 +30,7 @@ from harness import demo as demo_mail
 from harness import docker_local
 from harness.ports import free_ports
 from infra import containers, dbsettings, function_specs, migrations
+from infra.stack_config import SCHEDULING_MODES
 
 STATE_DIR = containers.REPO_ROOT / ".autosync"
 DEFAULT_NAME = "autosync-dev"
@@ -105,6 +106,7 @@ class LocalEnv:
     workers: int
     state_file: Path
     demo: demo_mail.Demo | None = None
+    scheduling: str = "per_user"
 
     @property
     def api_url(self) -> str:
@@ -263,15 +265,20 @@ def up(
     workers: int = 1,
     demo: bool = False,
     demo_mail_every_s: int = demo_mail.DEMO_MAIL_EVERY_S,
+    scheduling: str = "per_user",
 ) -> LocalEnv:
     """Start (or reuse) the environment and return it once the function is ready. Idempotent.
 
     Ports and secrets come from the state file when there is one, so a second `up` changes
     nothing that works; the ports given here only apply to an environment's first start.
     `demo`: also run the demo mailbox and user (harness.demo); `make up` asks for it.
+    `scheduling` is the database's auto-sync scheduling mode ('per_user' or 'dispatcher'), applied
+    on every `up` (switching moves every user's cron job in one transaction).
     """
     if workers < 0:
         raise ValueError("workers must be >= 0")
+    if scheduling not in SCHEDULING_MODES:
+        raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING_MODES)} (got {scheduling!r})")
     state = read_state(name)
     postgres = containers.PostgresConfig(
         name=f"{name}-postgres",
@@ -333,7 +340,12 @@ def up(
         )
         docker_local.wait_healthy(database)
         revision = migrations.upgrade(postgres.url)
-        dbsettings.configure(postgres.url, function_url=function.url, service_key=function.service_key)
+        dbsettings.configure(
+            postgres.url,
+            function_url=function.url,
+            service_key=function.service_key,
+            scheduling_mode=scheduling,
+        )
 
         specs = [function_specs.sync_function_container(function, role="serve", image=image)]
         specs += [
@@ -375,6 +387,7 @@ def up(
         workers=workers,
         state_file=state_file(name),
         demo=demo_env,
+        scheduling=scheduling,
     )
 
 

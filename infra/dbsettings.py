@@ -10,18 +10,44 @@ from __future__ import annotations
 import psycopg
 
 
-def configure(database_url: str, *, function_url: str, service_key: str) -> None:
-    """Point pg_cron's trigger at `function_url` and store `service_key`. Idempotent."""
+def configure(
+    database_url: str, *, function_url: str, service_key: str, scheduling_mode: str | None = None
+) -> None:
+    """Point pg_cron's trigger at `function_url`, store `service_key`, and (when given) switch the
+    scheduling mode ('per_user' or 'dispatcher'; a switch moves every user's cron job). Idempotent."""
     with psycopg.connect(database_url) as connection:
         connection.execute("SELECT autosync_private.set_sync_function_url(%s)", (function_url,))
         connection.execute("SELECT autosync_private.set_service_key(%s)", (service_key,), prepare=False)
+        if scheduling_mode is not None and scheduling_mode != _mode(connection):
+            connection.execute("SELECT public.set_auto_sync_mode(%s)", (scheduling_mode,))
+
+
+def set_scheduling_mode(database_url: str, mode: str) -> None:
+    """Switch to `mode` in one transaction (nothing happens when it is the current one)."""
+    with psycopg.connect(database_url) as connection:
+        if mode != _mode(connection):
+            connection.execute("SELECT public.set_auto_sync_mode(%s)", (mode,))
+
+
+def scheduling_mode(database_url: str) -> str:
+    with psycopg.connect(database_url) as connection:
+        return _mode(connection)
+
+
+def _mode(connection: psycopg.Connection) -> str:
+    row = connection.execute("SELECT public.auto_sync_mode()").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def reset(database_url: str) -> None:
-    """Remove the function URL setting and the stored key. Idempotent."""
+    """Remove the function URL setting and the stored key, and go back to the default per-user
+    scheduling (whose jobs, unlike the dispatcher's, need the URL and key to do anything). Idempotent."""
     with psycopg.connect(database_url) as connection:
         connection.execute("SELECT autosync_private.reset_sync_function_url()")
         connection.execute("SELECT autosync_private.clear_service_key()")
+        if _mode(connection) != "per_user":
+            connection.execute("SELECT public.set_auto_sync_mode('per_user')")
 
 
 def function_url(database_url: str) -> str | None:

@@ -69,7 +69,10 @@ def main() -> None:
     settings = DatabaseSettings(
         "database-settings",
         DatabaseSettingsArgs(
-            database_url=database_url, function_url=config.sync_function_url, service_key=secrets.service_key
+            database_url=database_url,
+            function_url=config.sync_function_url,
+            service_key=secrets.service_key,
+            scheduling_mode=config.scheduling_mode,
         ),
         pulumi.ResourceOptions(depends_on=[migrations]),
     )

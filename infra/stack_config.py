@@ -30,6 +30,10 @@ DEFAULT_WORKERS = 1
 # Worker n serves its Prometheus metrics on 127.0.0.1:(workerMetricsPort + n - 1) (host networking).
 DEFAULT_WORKER_METRICS_PORT = 9464
 MAX_WORKERS = 32
+# How auto-sync is scheduled (the schema's set_auto_sync_mode): one pg_cron job per user, the
+# default the seed documents, or one dispatcher job for everyone (for many users).
+SCHEDULING_MODES = ("per_user", "dispatcher")
+DEFAULT_SCHEDULING_MODE = "per_user"
 
 # Lower bounds for secrets a user supplies. The service key bound is the schema's own
 # (autosync_private.set_service_key refuses shorter keys); 32 bytes is HS256's key size.
@@ -69,6 +73,7 @@ KNOWN_KEYS = frozenset(
         "serviceKey",
         "jwtSecret",
         "encryptionKey",
+        "schedulingMode",
     }
 )
 
@@ -142,6 +147,7 @@ class StackConfig:
     service_key: str | None = field(default=None, repr=False)
     jwt_secret: str | None = field(default=None, repr=False)
     encryption_key: str | None = field(default=None, repr=False)
+    scheduling_mode: str = DEFAULT_SCHEDULING_MODE
 
     @property
     def creates_postgres(self) -> bool:
@@ -325,6 +331,12 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
         "workerMetricsPort", DEFAULT_WORKER_METRICS_PORT, low=1, high=65535 - MAX_WORKERS
     )
     build_args = _build_args(reader)
+    scheduling_mode = reader.string("schedulingMode") or DEFAULT_SCHEDULING_MODE
+    if scheduling_mode not in SCHEDULING_MODES:
+        reader.fail(
+            "schedulingMode", f"must be one of {', '.join(SCHEDULING_MODES)} (got {scheduling_mode!r})"
+        )
+        scheduling_mode = DEFAULT_SCHEDULING_MODE
 
     config = StackConfig(
         name_prefix=name_prefix or "invalid",
@@ -343,6 +355,7 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
         service_key=reader.secret("serviceKey", check=_check_service_key),
         jwt_secret=reader.secret("jwtSecret", check=_check_jwt_secret),
         encryption_key=reader.secret("encryptionKey", check=_check_encryption_key),
+        scheduling_mode=scheduling_mode,
     )
     if reader.problems:
         raise StackConfigError(reader.problems)

@@ -16,6 +16,16 @@ from psycopg import Connection
 from sync_function.db import EXPECTED_REVISION, schema_revision
 
 PURGE_JOB = "autosync-purge-run-details"
+DISPATCHER_JOB = "autosync-dispatcher"
+
+# How many per-user jobs pg_cron starts a second (each is a new backend and an HTTP call), measured
+# on the 2-core machines of BENCHMARKS.md (120-175/s); the lower figure, to advise early.
+PER_USER_LAUNCHES_PER_S = 120
+# Per-user mode launches a minute's due users one after another from the minute's start: past this
+# many seconds for the last of them, doctor recommends the dispatcher (its target is < 2 s).
+PER_USER_ADVICE_LAG_S = 5.0
+# In dispatcher mode, a user whose slot is this far past without being dispatched means it is behind.
+DISPATCHER_BEHIND_S = 60
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,9 @@ class Fix:
 #   orphan_cron      an auto-sync-* cron job without an auto_sync_jobs row
 #   wrong_schedule   the job or row does not match the user's interval (or the command is not ours)
 #   inactive         the cron job is paused
+#   wrong_mode       the row is scheduled the other mode's way (a job in dispatcher mode, or none in per-user)
+#   dispatcher       the dispatcher job is missing or paused in dispatcher mode, or present in per-user mode
+# In dispatcher mode no user has a job of their own, so every auto-sync-<user> job is an orphan_cron.
 # Job names come from the schema's own functions (auto_sync_job_name, auto_sync_job_user). The
 # `auto-sync-%` prefix here only recognises the namespace, so that a stray job in it that is no
 # user's (user_id NULL) shows up too.
@@ -67,7 +80,28 @@ FROM public.auto_sync_jobs AS a LEFT JOIN settings AS s USING (user_id) WHERE s.
 UNION ALL
 SELECT 'missing_cron', a.user_id, public.auto_sync_job_name(a.user_id),
        format('cron job %s does not exist', a.cron_job_id)
-FROM public.auto_sync_jobs AS a WHERE NOT EXISTS (SELECT 1 FROM cron.job AS j WHERE j.jobid = a.cron_job_id)
+FROM public.auto_sync_jobs AS a
+WHERE a.cron_job_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cron.job AS j WHERE j.jobid = a.cron_job_id)
+UNION ALL
+SELECT 'wrong_mode', a.user_id, NULL,
+       format('scheduled the %s way, but the mode is %s',
+              CASE WHEN a.cron_job_id IS NULL THEN 'dispatcher' ELSE 'per_user' END, public.auto_sync_mode())
+FROM public.auto_sync_jobs AS a
+WHERE (a.cron_job_id IS NULL) <> (public.auto_sync_mode() = 'dispatcher')
+UNION ALL
+SELECT 'wrong_schedule', a.user_id, NULL,
+       format('recorded every %s min; expected every %s min', a.interval_minutes, s.interval_minutes)
+FROM public.auto_sync_jobs AS a JOIN settings AS s USING (user_id)
+WHERE a.cron_job_id IS NULL AND a.interval_minutes <> s.interval_minutes
+UNION ALL
+SELECT 'dispatcher', NULL, d.name,
+       CASE WHEN public.auto_sync_mode() = 'per_user' THEN 'the dispatcher job exists in per-user mode'
+            WHEN j.jobid IS NULL THEN 'dispatcher mode, but the dispatcher job does not exist'
+            ELSE format('the dispatcher job %s is paused', j.jobid) END
+FROM (SELECT public.auto_sync_dispatcher_job_name() AS name) AS d
+LEFT JOIN cron.job AS j ON j.jobname = d.name
+WHERE (public.auto_sync_mode() = 'per_user' AND j.jobid IS NOT NULL)
+   OR (public.auto_sync_mode() = 'dispatcher' AND (j.jobid IS NULL OR NOT j.active))
 UNION ALL
 SELECT 'orphan_cron', j.user_id, j.jobname, format('cron job %s has no auto_sync_jobs row', j.jobid)
 FROM jobs AS j WHERE NOT EXISTS (SELECT 1 FROM public.auto_sync_jobs AS a WHERE a.cron_job_id = j.jobid)
@@ -143,6 +177,7 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
             "scheduled daily" if purge and purge[0] else "missing or paused: run alembic upgrade head",
         )
     )
+    checks.append(scheduling_check(conn))
     drift = find_drift(conn)
     checks.append(
         Check(
@@ -166,6 +201,58 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
         )
     )
     return checks
+
+
+# Users due per (interval, offset): a day's busiest minute is summed from these without a row per slot.
+DUE_GROUPS = """
+SELECT interval_minutes, public.auto_sync_slot_offset(user_id, interval_minutes), count(*)
+FROM public.user_settings WHERE enabled GROUP BY 1, 2
+"""
+
+
+def busiest_minute(conn: Connection) -> int:
+    """The most enabled users due in one minute of the day (their slots, whatever the mode)."""
+    per_minute = [0] * 1440
+    for minutes, offset, count in conn.execute(DUE_GROUPS).fetchall():
+        for minute in range(offset, 1440, minutes):
+            per_minute[minute] += count
+    return max(per_minute)
+
+
+def scheduling_check(conn: Connection) -> Check:
+    """Per-user mode: can pg_cron launch the busiest minute's users? Dispatcher mode: is it keeping up?"""
+    mode = str(conn.execute("SELECT public.auto_sync_mode()").fetchone()[0])  # type: ignore[index]
+    due = busiest_minute(conn)
+    if mode == "per_user":
+        lag_s = due / PER_USER_LAUNCHES_PER_S
+        detail = (
+            f"per_user; busiest minute: {due} users due, the last launched ~{lag_s:.1f} s after its slot "
+            f"(pg_cron launches ~{PER_USER_LAUNCHES_PER_S}/s)"
+        )
+        if lag_s > PER_USER_ADVICE_LAG_S:
+            detail += ": switch to the dispatcher (SELECT public.set_auto_sync_mode('dispatcher'))"
+        # Past a minute the launches of one minute run into the next: runs fall behind for good.
+        return Check("scheduling mode", lag_s <= 60, detail)
+    job = conn.execute("SELECT active FROM cron.job WHERE jobname = %s", (DISPATCHER_JOB,)).fetchone()
+    behind = conn.execute(
+        "SELECT count(*) FROM public.auto_sync_jobs WHERE next_slot < now() - make_interval(secs => %s)",
+        (DISPATCHER_BEHIND_S,),
+    ).fetchone()
+    assert behind is not None
+    if job is None or not job[0]:
+        return Check(
+            "scheduling mode", False, "dispatcher; its job is missing or paused: run `autosync reconcile`"
+        )
+    return Check(
+        "scheduling mode",
+        behind[0] == 0,
+        f"dispatcher; busiest minute: {due} users due; "
+        + (
+            f"{behind[0]} user(s) more than {DISPATCHER_BEHIND_S} s past their slot"
+            if behind[0]
+            else "keeping up"
+        ),
+    )
 
 
 def function_url(conn: Connection) -> str | None:
@@ -195,8 +282,11 @@ def reconcile(conn: Connection, *, dry_run: bool = False) -> list[Fix]:
     )
     users: dict[uuid.UUID, None] = {}
     strays: list[str] = []
+    dispatcher_drift = False
     for drift in find_drift(conn):
-        if drift.user_id is not None:
+        if drift.kind == "dispatcher":
+            dispatcher_drift = True
+        elif drift.user_id is not None:
             users.setdefault(drift.user_id)
         elif drift.job_name is not None:
             strays.append(drift.job_name)
@@ -222,6 +312,18 @@ def reconcile(conn: Connection, *, dry_run: bool = False) -> list[Fix]:
                 dry_run=dry_run,
             )
         fixes.append(fix)
+    if dispatcher_drift:  # applying the current mode again creates, resumes or removes the job
+        fixes.append(
+            _apply(
+                conn,
+                "apply the scheduling mode again",
+                None,
+                DISPATCHER_JOB,
+                "SELECT public.set_auto_sync_mode(public.auto_sync_mode())",
+                (),
+                dry_run=dry_run,
+            )
+        )
     for job_name in strays:  # not named after a user id: nothing can own it
         fixes.append(
             _apply(

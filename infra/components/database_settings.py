@@ -1,7 +1,8 @@
 """The database's autosync settings as a Pulumi dynamic resource.
 
 create/update call `infra.dbsettings.configure` (ALTER DATABASE … SET app.settings.sync_function_url,
-and the service key into the private store); delete calls `infra.dbsettings.reset`. The same
+the service key into the private store, the scheduling mode through set_auto_sync_mode); delete
+calls `infra.dbsettings.reset` (which also goes back to per-user scheduling). The same
 functions serve the harness and the tests, so what `pulumi up` does is tested without Pulumi.
 
 The service key never goes into this resource's outputs, only a SHA-256 of it (to notice a
@@ -32,13 +33,18 @@ class DatabaseSettingsProvider(pulumi.dynamic.ResourceProvider):
         # resource does not.
         from infra import dbsettings
 
+        mode = props.get("scheduling_mode") or "per_user"
         dbsettings.configure(
-            props["database_url"], function_url=props["function_url"], service_key=props["service_key"]
+            props["database_url"],
+            function_url=props["function_url"],
+            service_key=props["service_key"],
+            scheduling_mode=mode,
         )
         return {
             "database_url": props["database_url"],
             "function_url": props["function_url"],
             "service_key_sha256": key_digest(props["service_key"]),
+            "scheduling_mode": mode,
         }
 
     def create(self, props: dict[str, Any]) -> pulumi.dynamic.CreateResult:
@@ -48,6 +54,8 @@ class DatabaseSettingsProvider(pulumi.dynamic.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> pulumi.dynamic.DiffResult:
         changed = [key for key in ("database_url", "function_url") if olds.get(key) != news.get(key)]
+        if (olds.get("scheduling_mode") or "per_user") != (news.get("scheduling_mode") or "per_user"):
+            changed.append("scheduling_mode")
         if olds.get("service_key_sha256") != key_digest(str(news.get("service_key"))):
             changed.append("service_key")
         return pulumi.dynamic.DiffResult(changes=bool(changed), replaces=[], delete_before_replace=False)
@@ -69,6 +77,8 @@ class DatabaseSettingsArgs:
     database_url: pulumi.Input[str]
     function_url: pulumi.Input[str]
     service_key: pulumi.Input[str]
+    # 'per_user' (one pg_cron job per user) or 'dispatcher' (one job for all): set_auto_sync_mode.
+    scheduling_mode: pulumi.Input[str] = "per_user"
 
 
 class DatabaseSettings(pulumi.dynamic.Resource, module="autosync", name="DatabaseSettings"):
@@ -84,6 +94,7 @@ class DatabaseSettings(pulumi.dynamic.Resource, module="autosync", name="Databas
             "function_url": args.function_url,
             "service_key": pulumi.Output.secret(args.service_key),
             "service_key_sha256": None,
+            "scheduling_mode": args.scheduling_mode,
         }
         super().__init__(
             DatabaseSettingsProvider(),

@@ -72,9 +72,14 @@ def test_up_prints_how_to_reach_it_and_down_removes_everything(
         f"{env_name}-function-worker-1",
     }
 
-    # Again: nothing is replaced, the secrets stay.
-    second = _autosync("env", "up", "--name", env_name, "--no-demo")
+    assert "scheduling:    per_user" in first.stdout
+    assert dbsettings.scheduling_mode(values["DATABASE_URL"]) == "per_user"
+
+    # Again: nothing is replaced, the secrets stay; the scheduling mode is switched.
+    second = _autosync("env", "up", "--name", env_name, "--no-demo", "--scheduling", "dispatcher")
     assert second.returncode == 0, second.stderr
+    assert "scheduling:    dispatcher" in second.stdout
+    assert dbsettings.scheduling_mode(values["DATABASE_URL"]) == "dispatcher"
     again = {
         c.name: c.id for c in docker_engine.containers.list(filters={"label": f"autosync.env={env_name}"})
     }
@@ -138,3 +143,10 @@ def test_extra_ca_certs_keeps_only_the_unknown_ones() -> None:
     assert local_env.extra_ca_certs(host, public) == pem("R0hJ\nSktM") + "\n"
     assert local_env.extra_ca_certs(public, public) == ""
     assert local_env.function_build_args({local_env.PIP_CA_BUNDLE_VAR: ""}) == {}
+
+
+def test_unknown_scheduling_mode_is_refused_before_anything_starts(env_name: str) -> None:
+    failed = _autosync("env", "up", "--name", env_name, "--scheduling", "hourly")
+    assert failed.returncode == 1
+    assert "scheduling must be one of per_user, dispatcher (got 'hourly')" in failed.stderr
+    assert local_env.leftovers(env_name) == []

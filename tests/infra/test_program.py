@@ -255,3 +255,9 @@ def test_workers_expose_their_metrics_port(run_program) -> None:  # type: ignore
     for index, port in ((1, "9600"), (2, "9601")):
         worker = monitor.by_name(f"sync-function-worker-{index}")
         assert worker.plain("command") == ["worker", "--metrics-port", port]
+
+
+def test_scheduling_mode_reaches_the_database_settings(run_program) -> None:  # type: ignore[no-untyped-def]
+    assert run_program().monitor.by_name("database-settings").plain("scheduling_mode") == "per_user"
+    settings = run_program({"schedulingMode": "dispatcher"}).monitor.by_name("database-settings")
+    assert settings.plain("scheduling_mode") == "dispatcher"

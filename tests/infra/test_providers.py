@@ -89,6 +89,9 @@ def test_settings_diff_notices_a_rotated_key_without_storing_it() -> None:
     assert provider.diff("id", olds, {**olds, "service_key": "n" * 40}).changes
     assert provider.diff("id", olds, {**olds, "service_key": key, "function_url": "http://x:1"}).changes
     assert key_digest(key) == hashlib.sha256(key.encode()).hexdigest()
+    # No mode recorded (a stack from before the key) is per-user; a new mode is a change.
+    assert not provider.diff("id", olds, {**olds, "service_key": key, "scheduling_mode": "per_user"}).changes
+    assert provider.diff("id", olds, {**olds, "service_key": key, "scheduling_mode": "dispatcher"}).changes
 
 
 # --- against a real Postgres -------------------------------------------------------------
@@ -157,3 +160,38 @@ def test_settings_provider_refuses_a_short_key(database_url: str) -> None:
             {"database_url": database_url, "function_url": "http://127.0.0.1:8000", "service_key": "short"}
         )
     assert not dbsettings.service_key_is_set(database_url)
+
+
+@pytest.mark.docker
+def test_settings_provider_switches_the_scheduling_mode(database_url: str) -> None:
+    provider = DatabaseSettingsProvider()
+    props = {
+        "database_url": database_url,
+        "function_url": "http://127.0.0.1:8000",
+        "service_key": "k" * 40,
+        "scheduling_mode": "dispatcher",
+    }
+
+    def dispatcher_jobs() -> int:
+        with psycopg.connect(database_url) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM cron.job WHERE jobname = 'autosync-dispatcher'"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    try:
+        created = provider.create(props)
+        outs = created.outs
+        assert outs is not None and outs["scheduling_mode"] == "dispatcher"
+        assert dbsettings.scheduling_mode(database_url) == "dispatcher" and dispatcher_jobs() == 1
+        news = {**props, "scheduling_mode": "per_user"}
+        assert provider.diff(created.id, outs, news).changes
+        provider.update(created.id, outs, news)
+        assert dbsettings.scheduling_mode(database_url) == "per_user" and dispatcher_jobs() == 0
+        updated = provider.update(created.id, outs, props).outs
+        assert updated is not None
+        provider.delete(created.id, updated)
+        assert dbsettings.scheduling_mode(database_url) == "per_user" and dispatcher_jobs() == 0
+    finally:
+        dbsettings.reset(database_url)

@@ -169,3 +169,11 @@ def test_bad_key_list_names_the_key(value: str, expected: str) -> None:
     message = problems({"encryptionKey": value}, secret={"encryptionKey"})
     assert "autosync:encryptionKey:" in message and expected in message
     assert FERNET not in message
+
+
+def test_scheduling_mode() -> None:
+    assert config().scheduling_mode == "per_user"
+    assert config({"schedulingMode": "dispatcher"}).scheduling_mode == "dispatcher"
+    assert "autosync:schedulingMode: must be one of per_user, dispatcher (got 'hourly')" in problems(
+        {"schedulingMode": "hourly"}
+    )
