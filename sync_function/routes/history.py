@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from sync_function import ratelimits, runs, triggers
 from sync_function.deps import ConfigDep, CurrentUser, PoolDep
 from sync_function.errors import ApiError
-from sync_function.schemas import History, Run, SyncQueued
+from sync_function.schemas import ErrorBody, History, Run, SyncQueued
 from sync_function.users import UnknownUser
 
 router = APIRouter(prefix="/api/sync", tags=["sync"])
@@ -25,7 +25,12 @@ def sync_history(
     return History(runs=[Run(**vars(r)) for r in records])
 
 
-@router.post("/now", status_code=status.HTTP_202_ACCEPTED, response_model=SyncQueued)
+@router.post(
+    "/now",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=SyncQueued,
+    responses={409: {"model": ErrorBody, "description": "an import is already queued or running"}},
+)
 def sync_now(user_id: CurrentUser, pool: PoolDep, config: ConfigDep) -> SyncQueued:
     """Queue an import of the user's mail for a worker; follow it in the history (rate-limited per user)."""
     try:

@@ -10,6 +10,9 @@ import pytest
 from infra import migrations
 from infra.containers import PostgresConfig
 
+# The revision that adopts the seed's settings, and the one before it: the test re-runs exactly it.
+BEFORE_SEED_SETTINGS = "0023"
+
 pytestmark = pytest.mark.docker
 
 
@@ -55,7 +58,7 @@ def test_a_stored_key_wins_and_a_fresh_database_is_untouched(fresh_postgres: Pos
     # Re-running the move (down one step, up again) with a GUC present keeps the stored key, drops the GUC.
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"ALTER DATABASE {fresh_postgres.database} SET app.settings.service_role_key = 'x'")  # type: ignore[arg-type]
-    assert migrations.downgrade(url, "-1") is not None
+    assert migrations.downgrade(url, BEFORE_SEED_SETTINGS) == BEFORE_SEED_SETTINGS
     assert migrations.upgrade(url) == migrations.head()
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT key FROM autosync_private.service_key").fetchone() == (stored,)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from harness import mailgen
-from harness.dovecot import DovecotServer
+from harness.dovecot import LOOPBACK_ALLOWED, DovecotServer
 from sync_function import importer
 from sync_function.imap import ImapMailboxError
 from sync_function.importer import AccountImportResult, ImapAccount
@@ -31,7 +31,7 @@ def run_account(service_conn: psycopg.Connection, dovecot: DovecotServer) -> Run
             account=account,
             user_id=box.user_id,
             ssl_context=dovecot.ssl_context(),
-            **kwargs,  # type: ignore[arg-type]
+            **{"allowed": LOOPBACK_ALLOWED, **kwargs},  # type: ignore[arg-type]
         )
 
     return run

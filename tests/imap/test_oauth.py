@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from harness import mailgen
-from harness.dovecot import DovecotServer
+from harness.dovecot import LOOPBACK_ALLOWED, DovecotServer
 from harness.oauth_provider import FakeProvider
 from sync_function import importer, oauth
 from sync_function.imap import ImapAuthError
@@ -68,7 +68,7 @@ def make_box(db: psycopg.Connection, oauth_dovecot: DovecotServer, oauth_provide
 
 
 def run(service_conn: psycopg.Connection, box: OAuthBox):  # type: ignore[no-untyped-def]
-    return import_account(service_conn, account=box.account, user_id=box.user_id)
+    return import_account(service_conn, account=box.account, user_id=box.user_id, allowed=LOOPBACK_ALLOWED)
 
 
 @pytest.mark.parametrize("mechanism", ["XOAUTH2", "OAUTHBEARER"])
@@ -229,12 +229,14 @@ def test_a_token_expiring_during_a_long_import_does_not_stop_it(
         real_store(*args, **kwargs)
 
     monkeypatch.setattr(importer, "_store_batch", expire_then_store)
-    result = import_account(service_conn, account=box.account, user_id=box.user_id, batch_size=5)
+    result = import_account(
+        service_conn, account=box.account, user_id=box.user_id, batch_size=5, allowed=LOOPBACK_ALLOWED
+    )
     monkeypatch.setattr(importer, "_store_batch", real_store)
     assert result.imported == 40, "the session signed in before expiry stays signed in"
 
     # The next run: the server refuses the cached token, one refresh, and it imports.
     oauth_dovecot.deliver(box.user, mailgen.generate(41, seed=63)[40].raw)
     before = oauth_provider.token_requests
-    assert import_account(service_conn, account=box.account, user_id=box.user_id).imported == 1
+    assert import_account(service_conn, account=box.account, user_id=box.user_id, allowed=LOOPBACK_ALLOWED).imported == 1
     assert oauth_provider.token_requests == before + 1
