@@ -2,7 +2,7 @@
 
 Every query here works as service_role (the operator endpoints) and as the owner (the `autosync`
 commands). pg_cron's run log is read through `auto_sync_failed_cron_runs`, the one window
-service_role has on it. Times of the schedule come from `auto_sync_last_slot`, so the rule that
+service_role has on it. Times of the schedule come from `auto_sync_slot_at_or_before`, so the rule that
 staggers users lives in SQL once.
 """
 
@@ -22,7 +22,7 @@ USERS = """
 SELECT u.id AS user_id, u.email, coalesce(s.enabled, false) AS enabled, s.interval_minutes,
        CASE WHEN s.enabled THEN public.auto_sync_cron_schedule(u.id, s.interval_minutes) END AS schedule,
        CASE WHEN s.enabled
-            THEN public.auto_sync_last_slot(u.id, s.interval_minutes, now()) + make_interval(mins => s.interval_minutes)
+            THEN public.auto_sync_slot_at_or_before(u.id, s.interval_minutes, now()) + make_interval(mins => s.interval_minutes)
        END AS next_run,
        r.status AS last_status, r.queued_at AS last_queued_at, r.error AS last_error
 FROM auth.users AS u
@@ -64,7 +64,7 @@ SELECT r.id AS run_id, r.user_id, slot.at AS slot,
        extract(epoch FROM r.started_at - slot.at)::float8 AS started_late_s
 FROM public.sync_runs AS r
 JOIN public.user_settings AS s ON s.user_id = r.user_id
-CROSS JOIN LATERAL (SELECT public.auto_sync_last_slot(r.user_id, s.interval_minutes, r.queued_at) AS at) AS slot
+CROSS JOIN LATERAL (SELECT public.auto_sync_slot_at_or_before(r.user_id, s.interval_minutes, r.queued_at) AS at) AS slot
 WHERE r.trigger = 'cron'
 ORDER BY r.queued_at DESC
 LIMIT %(limit)s

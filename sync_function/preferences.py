@@ -35,9 +35,9 @@ UNSCHEDULE = "SELECT public.unschedule_auto_sync(%(user_id)s)"
 
 SUPPORTED = "SELECT public.auto_sync_supported_intervals()"
 
-# The slot rule lives in SQL (auto_sync_last_slot, next to auto_sync_cron_schedule).
+# The slot rule lives in SQL (auto_sync_slot_at_or_before, with the dispatcher).
 NEXT_RUN = """
-SELECT public.auto_sync_last_slot(s.user_id, s.interval_minutes, now()) + make_interval(mins => s.interval_minutes)
+SELECT public.auto_sync_slot_at_or_before(s.user_id, s.interval_minutes, now()) + make_interval(mins => s.interval_minutes)
 FROM public.user_settings AS s
 WHERE s.user_id = %(user_id)s AND s.enabled
 """

@@ -1,4 +1,4 @@
-"""auto_sync_last_slot agrees with the cron schedule pg_cron is given, and the failed-runs window."""
+"""auto_sync_slot_at_or_before agrees with the cron schedule pg_cron is given, and the failed-runs window."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def test_last_slot_is_the_latest_firing_of_the_cron_schedule(db: psycopg.Connect
         for offset in range(0, 1440, 7):
             at = day + timedelta(minutes=offset, seconds=1)
             (slot,) = db.execute(
-                "SELECT public.auto_sync_last_slot(%s, %s, %s)", (user, minutes, at)
+                "SELECT public.auto_sync_slot_at_or_before(%s, %s, %s)", (user, minutes, at)
             ).fetchone()  # type: ignore[misc]
             earlier = [m for m in fires if m <= offset]
             expected = (
@@ -37,7 +37,7 @@ def test_last_slot_is_the_latest_firing_of_the_cron_schedule(db: psycopg.Connect
 
 def test_last_slot_refuses_an_unsupported_interval(db: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue):
-        db.execute("SELECT public.auto_sync_last_slot(%s, 7, now())", (uuid.uuid4(),))
+        db.execute("SELECT public.auto_sync_slot_at_or_before(%s, 7, now())", (uuid.uuid4(),))
 
 
 def test_failed_cron_runs_is_for_service_role_only(db: psycopg.Connection) -> None:
