@@ -7,6 +7,7 @@ selection. Each step leaves a screenshot in the folder printed at the end of the
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 
+REDIRECT = "https://app.example.com/oauth/callback"
 BAD_PEM = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n"
 
 
@@ -42,7 +44,8 @@ def _choose(driver: WebDriver, element_id: str, value: str) -> None:
 
 
 def _open_form(driver: WebDriver, *, host: str, port: int, tls_mode: str, username: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, "#add-account summary").click()
+    if driver.find_element(By.ID, "add-account").get_attribute("open") is None:
+        driver.find_element(By.CSS_SELECTOR, "#add-account summary").click()
     _fill(driver, acc_host=host, acc_port=str(port), acc_user=username)
     _choose(driver, "acc-tls", tls_mode)
 
@@ -164,9 +167,13 @@ def test_an_oauth2_account_is_added_syncs_fails_when_revoked_and_is_reconnected(
         wait(browser, lambda d: "Not reconnected" in text(d, "rc-status"))
         assert "invalid_grant" in text(browser, "rc-status")
         steps.shot("reconnect-refused")
-        field = browser.find_element(By.ID, "rc-refresh")
-        field.clear()
-        field.send_keys(oauth_provider.grant(mailbox_user), Keys.ENTER)
+        # This time with what a consent screen returns: an authorization code and its PKCE verifier.
+        _choose(browser, "rc-grant", "code")
+        assert not browser.find_element(By.ID, "rc-refresh").is_displayed()
+        verifier = secrets.token_urlsafe(48)
+        code = oauth_provider.authorization_code(mailbox_user, code_verifier=verifier, redirect_uri=REDIRECT)
+        _fill(browser, rc_code=code, rc_verifier=verifier, rc_redirect=REDIRECT)
+        browser.find_element(By.ID, "rc-redirect").send_keys(Keys.ENTER)
         wait(browser, lambda d: "Reconnected" in text(d, "accounts-status"))
         assert not dialog.is_displayed()
         wait(browser, lambda d: "Needs reconnecting" not in account_rows(d)[0][1])
@@ -176,6 +183,11 @@ def test_an_oauth2_account_is_added_syncs_fails_when_revoked_and_is_reconnected(
             ).fetchone()
         assert marked == (None,)
         steps.shot("reconnected", near=browser.find_element(By.ID, "accounts"))
+
+        # The new grant works: the next run imports what arrived meanwhile.
+        oauth_dovecot.deliver(mailbox_user, [m.raw for m in mailgen.generate(2, seed=59)])
+        run = _sync_now(browser, "succeeded")
+        assert (run["imported"], run["error"]) == ("2", "")
 
 
 def test_a_private_ca_is_refused_in_words_when_unreadable_and_trusted_when_read_from_a_file(
@@ -267,3 +279,37 @@ def test_a_folder_selection_imports_only_those_folders(
             ).fetchall()
         assert folders == [("Archive", 3), ("INBOX", 4)]
         steps.shot("synced", near=browser.find_element(By.ID, "history"))
+
+        # Every folder but the special uses ticked (Junk and Trash by default, Sent added here).
+        other_user, other_password = dovecot.new_user("page-all")
+        more = [m.raw for m in mailgen.generate(8, seed=53)]
+        for folder, messages in (("INBOX", more[:2]), ("Archive", more[2:4]), ("Sent", more[4:6])):
+            dovecot.deliver(other_user, messages, mailbox=folder)
+        dovecot.deliver(other_user, more[6:7], mailbox="Junk")
+        dovecot.deliver(other_user, more[7:], mailbox="Trash")
+        _open_form(browser, host=dovecot.host, port=dovecot.port, tls_mode="plain", username=other_user)
+        _fill(browser, acc_password=other_password)
+        _choose(browser, "acc-folder-choice", "all")
+        ticked = [
+            b.get_attribute("id") for b in browser.find_elements(By.CSS_SELECTOR, "#acc-skip input:checked")
+        ]
+        assert ticked == ["skip-junk", "skip-trash"]
+        browser.find_element(By.CSS_SELECTOR, "label[for=skip-sent]").click()
+        steps.shot("every-folder", near=browser.find_element(By.ID, "acc-skip"))
+        _submit(browser)
+        wait(browser, lambda d: "Added" in text(d, "accounts-status"))
+        assert [row[3] for row in account_rows(browser)] == [
+            "INBOX, Archive",
+            "every folder except Junk, Trash, Sent",
+        ]
+        run = _sync_now(browser, "succeeded")
+        assert (run["imported"], run["error"]) == ("4", "")
+        with psycopg.connect(database_url) as conn:
+            folders = conn.execute(
+                "SELECT l.mailbox, count(*) FROM public.message_locations AS l "
+                "JOIN public.email_accounts AS a ON a.id = l.account_id "
+                "WHERE a.user_id = %s AND a.username = %s GROUP BY l.mailbox ORDER BY l.mailbox",
+                (user, other_user),
+            ).fetchall()
+        assert folders == [("Archive", 2), ("INBOX", 2)]
+        steps.shot("every-folder-synced", near=browser.find_element(By.ID, "accounts"))
