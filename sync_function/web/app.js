@@ -122,11 +122,14 @@ function placeErrors(message, fields) {
     let text = part;
     if (match) {
       const location = match[1].split(".").filter((piece) => !/^\d+$/.test(piece)).join(".");
-      text = match[2].replace(/^Value error, /, "");
+      const words = match[2].replace(/^Value error, /, "");
       // "oauth2: token_endpoint must be …" names the field in its first word.
-      id = fields[`${location}.${text.split(" ")[0]}`] || fields[location] || null;
+      id = fields[`${location}.${words.split(" ")[0]}`] || fields[location] || null;
+      if (id && (!$(id) || $(id).closest("[disabled]"))) id = null;
+      // A prefix that is no field ("imap.example.com: …") stays part of the message.
+      if (id || location === "body") text = words;
     }
-    if (id && $(id) && !$(id).closest("[disabled]")) placed.push([id, text]);
+    if (id) placed.push([id, text]);
     else rest.push(text);
   }
   return { placed, rest };

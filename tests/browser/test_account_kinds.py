@@ -313,3 +313,46 @@ def test_a_folder_selection_imports_only_those_folders(
             ).fetchall()
         assert folders == [("Archive", 2), ("INBOX", 2)]
         steps.shot("every-folder-synced", near=browser.find_element(By.ID, "accounts"))
+
+
+def test_the_page_places_each_api_error_under_the_field_it_names_and_keeps_the_rest_in_words(
+    browser: WebDriver, service: Service, database_url: str
+) -> None:
+    """The rules of placeErrors (app.js), on the API's own message shapes (sync_function/errors.py)."""
+    with users(database_url) as (user,):
+        sign_in(browser, service, user)
+        browser.find_element(By.CSS_SELECTOR, "#add-account summary").click()
+        _choose(browser, "acc-kind", "oauth2")
+        _choose(browser, "acc-oauth-provider", "other")
+        _choose(browser, "acc-folder-choice", "chosen")
+
+        def place(message: str) -> dict[str, list[object]]:
+            return dict(browser.execute_script("return placeErrors(arguments[0], ACCOUNT_FIELDS)", message))
+
+        assert place("ca_pem: Value error, ca_pem holds no readable certificate") == {
+            "placed": [["acc-ca", "ca_pem holds no readable certificate"]],
+            "rest": [],
+        }
+        # A nested location, a list item's index, and a field named by the message's first word.
+        assert place("oauth2.client_id: String should have at least 1 character; folders.1: too long") == {
+            "placed": [
+                ["acc-oauth-client-id", "String should have at least 1 character"],
+                ["acc-folders", "too long"],
+            ],
+            "rest": [],
+        }
+        assert place("oauth2: token_endpoint must be an https URL")["placed"] == [
+            ["acc-oauth-endpoint", "token_endpoint must be an https URL"]
+        ]
+        # Whole-body rules and messages that merely contain a colon stay whole, in the status line.
+        assert place("body: Value error, give either password or oauth2") == {
+            "placed": [],
+            "rest": ["give either password or oauth2"],
+        }
+        assert place("imap.example.com: no such host") == {
+            "placed": [],
+            "rest": ["imap.example.com: no such host"],
+        }
+        # A field of a choice not taken (hidden and disabled) is not where the words go.
+        _choose(browser, "acc-kind", "password")
+        assert place("oauth2.client_id: required")["rest"] == ["oauth2.client_id: required"]
