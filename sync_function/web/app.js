@@ -162,7 +162,11 @@ function showFieldError(id, text) {
 function showApiError(form, error, fields) {
   const { placed, rest } = placeErrors(error.message, fields);
   for (const [id, text] of placed) showFieldError(id, text);
-  if (placed.length) $(placed[0][0]).focus();
+  if (placed.length) {
+    // A group (the special uses' fieldset) takes no focus itself: its first control does.
+    const first = $(placed[0][0]);
+    (first.matches("input, select, textarea") ? first : first.querySelector("input, select, textarea")).focus();
+  }
   return rest.length ? rest.join("; ") : "see the marked field" + (placed.length > 1 ? "s" : "");
 }
 
