@@ -320,7 +320,7 @@ def test_a_folder_selection_imports_only_those_folders(
 def test_the_page_places_each_api_error_under_the_field_it_names_and_keeps_the_rest_in_words(
     browser: WebDriver, service: Service, database_url: str
 ) -> None:
-    """The rules of placeErrors (app.js), on the API's own message shapes (sync_function/errors.py)."""
+    """The rules of placeErrors (accounts.js), on the API's own message shapes (sync_function/errors.py)."""
     with users(database_url) as (user,):
         sign_in(browser, service, user)
         browser.find_element(By.CSS_SELECTOR, "#add-account summary").click()
