@@ -20,6 +20,7 @@ router = APIRouter(include_in_schema=False)
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "accounts.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 

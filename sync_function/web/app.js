@@ -83,56 +83,7 @@ async function saveSettings(event) {
   }
 }
 
-async function loadAccounts() {
-  const { accounts } = await api("/api/email-accounts");
-  const body = $("accounts").tBodies[0];
-  body.replaceChildren();
-  for (const account of accounts) {
-    const row = body.insertRow();
-    cell(row, account.username);
-    cell(row, `${account.host}:${account.port} (${account.tls_mode})`);
-    cell(row, account.mailbox);
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.className = "secondary";
-    remove.textContent = "Remove";
-    remove.setAttribute("aria-label", `Remove ${account.username} on ${account.host}`);
-    remove.addEventListener("click", () => removeAccount(account));
-    row.insertCell().append(remove);
-  }
-  $("accounts-empty").hidden = accounts.length > 0;
-}
-
-async function addAccount(event) {
-  event.preventDefault();
-  const body = {
-    host: $("acc-host").value.trim(),
-    port: Number($("acc-port").value),
-    tls_mode: $("acc-tls").value,
-    username: $("acc-user").value,
-    password: $("acc-password").value,
-    mailbox: $("acc-mailbox").value,
-  };
-  say("accounts-status", "Checking the account…");
-  try {
-    await api("/api/email-accounts", { method: "POST", body });
-    $("acc-password").value = "";
-    say("accounts-status", `Added ${body.username} on ${body.host}.`);
-    await loadAccounts();
-  } catch (error) {
-    say("accounts-status", "Not added: " + error.message, true);
-  }
-}
-
-async function removeAccount(account) {
-  try {
-    await api(`/api/email-accounts/${account.id}`, { method: "DELETE" });
-    say("accounts-status", `Removed ${account.username} on ${account.host}.`);
-    await loadAccounts();
-  } catch (error) {
-    say("accounts-status", "Not removed: " + error.message, true);
-  }
-}
+// --- the history ---------------------------------------------------------------------------
 
 function progressCell(row, run) {
   const td = row.insertCell();
@@ -286,7 +237,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("signout").addEventListener("click", () => showSignedOut());
   $("auto-form").addEventListener("submit", saveSettings);
-  $("account-form").addEventListener("submit", addAccount);
+  setUpAccounts();
   $("sync-now").addEventListener("click", syncNow);
   $("operator-form").addEventListener("submit", loadOperator);
   showSignedIn();

@@ -9,47 +9,21 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.select import Select
-from selenium.webdriver.support.ui import WebDriverWait
 
 from harness import mailgen
 from harness.dovecot import DovecotServer
 from harness.service import Service, WorkerThread
 from sync_function.crypto import encrypt_password
+from tests.support.page import Steps, first_run, text, unlabelled_controls, wait
 from tests.support.users import users
 
 pytestmark = pytest.mark.docker
 
 MESSAGES = 60
-
-
-class Steps:
-    """Numbered screenshots, one per step."""
-
-    def __init__(self, driver: WebDriver, folder: Path) -> None:
-        self.driver = driver
-        self.folder = folder
-        self.count = 0
-
-    def shot(self, name: str) -> None:
-        self.count += 1
-        self.driver.save_screenshot(str(self.folder / f"{self.count:02d}-{name}.png"))
-
-
-def _wait(driver: WebDriver, condition, timeout: float = 30):  # type: ignore[no-untyped-def]
-    # The history table is redrawn every second while a run is active: a row can go stale mid-read.
-    wait = WebDriverWait(
-        driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
-    )
-    return wait.until(lambda d: condition(d))
-
-
-def _text(driver: WebDriver, element_id: str) -> str:
-    return str(driver.find_element(By.ID, element_id).text)
 
 
 def _settings(database_url: str, user) -> tuple[bool, int] | None:  # type: ignore[no-untyped-def]
@@ -58,20 +32,6 @@ def _settings(database_url: str, user) -> tuple[bool, int] | None:  # type: igno
             "SELECT enabled, interval_minutes FROM public.user_settings WHERE user_id = %s", (user,)
         ).fetchone()
     return None if row is None else (row[0], row[1])
-
-
-def _first_run(driver: WebDriver) -> dict[str, str]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
-    if not rows:
-        return {}
-    cells = rows[0].find_elements(By.TAG_NAME, "td")
-    return {
-        "id": rows[0].get_attribute("data-run-id") or "",
-        "status": cells[2].text,
-        "progress": cells[3].text,
-        "imported": cells[4].text,
-        "error": cells[5].text,
-    }
 
 
 def test_a_user_signs_in_sets_auto_sync_adds_an_account_syncs_and_an_operator_sees_it(
@@ -89,10 +49,10 @@ def test_a_user_signs_in_sets_auto_sync_adds_an_account_syncs_and_an_operator_se
 
         # Sign in with the demo-style link: the token leaves the address bar at once.
         browser.get(f"{service.url}/app/#token={service.token(user, expires_in=600)}")
-        _wait(browser, lambda d: d.find_element(By.ID, "signed-in").is_displayed())
+        wait(browser, lambda d: d.find_element(By.ID, "signed-in").is_displayed())
         assert "#token" not in browser.current_url
-        assert str(user) in _text(browser, "who")
-        _wait(browser, lambda d: "off" in _text(d, "next-run"))
+        assert str(user) in text(browser, "who")
+        wait(browser, lambda d: "off" in text(d, "next-run"))
         steps.shot("signed-in")
 
         # Turn auto-sync on, every 10 minutes; the interval list is the database's.
@@ -101,8 +61,8 @@ def test_a_user_signs_in_sets_auto_sync_adds_an_account_syncs_and_an_operator_se
         browser.find_element(By.CSS_SELECTOR, "label[for=auto-enabled]").click()
         interval.select_by_value("10")
         browser.find_element(By.ID, "auto-save").click()
-        _wait(browser, lambda d: "Saved" in _text(d, "auto-status"))
-        _wait(browser, lambda d: "Next automatic sync" in _text(d, "next-run"))
+        wait(browser, lambda d: "Saved" in text(d, "auto-status"))
+        wait(browser, lambda d: "Next automatic sync" in text(d, "next-run"))
         assert _settings(database_url, user) == (True, 10)
         steps.shot("auto-sync-on")
 
@@ -113,8 +73,8 @@ def test_a_user_signs_in_sets_auto_sync_adds_an_account_syncs_and_an_operator_se
         save = browser.switch_to.active_element
         assert save.get_attribute("id") == "auto-save"
         save.send_keys(Keys.ENTER)
-        _wait(browser, lambda d: _settings(database_url, user) == (True, 30))
-        _wait(browser, lambda d: "30 minutes" in _text(d, "auto-status"))
+        wait(browser, lambda d: _settings(database_url, user) == (True, 30))
+        wait(browser, lambda d: "30 minutes" in text(d, "auto-status"))
         steps.shot("interval-changed")
 
         # A wrong password is refused with the server's reason, in words.
@@ -131,24 +91,24 @@ def test_a_user_signs_in_sets_auto_sync_adds_an_account_syncs_and_an_operator_se
             field.send_keys(value)
         Select(browser.find_element(By.ID, "acc-tls")).select_by_value("plain")
         browser.find_element(By.CSS_SELECTOR, "#account-form button[type=submit]").click()
-        _wait(browser, lambda d: "Not added" in _text(d, "accounts-status"))
-        steps.shot("account-refused")
+        wait(browser, lambda d: "Not added" in text(d, "accounts-status"))
+        steps.shot("account-refused", near=browser.find_element(By.ID, "accounts-status"))
 
         # The right one is added and listed.
         password = browser.find_element(By.ID, "acc-password")
         password.clear()
         password.send_keys(mailbox_password, Keys.ENTER)
-        _wait(browser, lambda d: "Added" in _text(d, "accounts-status"))
+        wait(browser, lambda d: "Added" in text(d, "accounts-status"))
         rows = browser.find_elements(By.CSS_SELECTOR, "#accounts tbody tr")
         assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows] == [mailbox_user]
         steps.shot("account-added")
 
         # Sync now: the run is queued, a worker imports it, the progress reaches done.
         browser.find_element(By.ID, "sync-now").click()
-        _wait(browser, lambda d: "queued" in _text(d, "sync-status"))
+        wait(browser, lambda d: "queued" in text(d, "sync-status"))
         steps.shot("sync-queued")
-        _wait(browser, lambda d: _first_run(d).get("status") == "succeeded", timeout=60)
-        run = _wait(browser, _first_run)
+        wait(browser, lambda d: first_run(d).get("status") == "succeeded", timeout=60)
+        run = wait(browser, first_run)
         assert (run["progress"], run["imported"], run["error"]) == (
             f"{MESSAGES} of {MESSAGES}",
             str(MESSAGES),
@@ -164,38 +124,34 @@ def test_a_user_signs_in_sets_auto_sync_adds_an_account_syncs_and_an_operator_se
                 (user, encrypt_password(service.config.encryption_key.get_secret_value(), "x")),
             )
         browser.refresh()
-        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#accounts tbody tr")) == 2)
+        wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#accounts tbody tr")) == 2)
         browser.find_element(By.ID, "sync-now").click()
-        _wait(browser, lambda d: _first_run(d).get("status") == "failed", timeout=60)
-        failed = _wait(browser, _first_run)
+        wait(browser, lambda d: first_run(d).get("status") == "failed", timeout=60)
+        failed = wait(browser, first_run)
         assert "gone@127.0.0.1/INBOX" in failed["error"]
         assert "connection refused" in failed["error"]
         steps.shot("sync-failed")
 
         # Remove the broken account with its own labelled button.
         browser.find_element(By.CSS_SELECTOR, "button[aria-label='Remove gone on 127.0.0.1']").click()
-        _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#accounts tbody tr")) == 1)
+        wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#accounts tbody tr")) == 1)
 
         # Every field of the page has a label, and every control is a real button or input.
-        unlabelled = browser.execute_script(
-            "return [...document.querySelectorAll('input, select')]"
-            ".filter(e => !document.querySelector(`label[for='${e.id}']`)).map(e => e.id)"
-        )
-        assert unlabelled == []
+        assert unlabelled_controls(browser) == []
 
         # The operator view, behind the service key, shows the same runs and the failing user.
         browser.find_element(By.ID, "show-operator").click()
         key = browser.find_element(By.ID, "operator-key")
         assert browser.switch_to.active_element == key
         key.send_keys(service.config.service_key.get_secret_value(), Keys.ENTER)
-        _wait(browser, lambda d: d.find_element(By.ID, "operator-data").is_displayed())
-        runs_table = _text(browser, "op-runs")
+        wait(browser, lambda d: d.find_element(By.ID, "operator-data").is_displayed())
+        runs_table = text(browser, "op-runs")
         assert run["id"] in runs_table and failed["id"] in runs_table
-        assert str(user) in _text(browser, "op-failing")
-        assert "connection refused" in _text(browser, "op-failing")
+        assert str(user) in text(browser, "op-failing")
+        assert "connection refused" in text(browser, "op-failing")
         steps.shot("operator-view")
 
         # A wrong key shows nothing but the refusal.
         browser.find_element(By.ID, "operator-key").send_keys("wrong", Keys.ENTER)
-        _wait(browser, lambda d: "Could not load" in _text(d, "operator-status"))
+        wait(browser, lambda d: "Could not load" in text(d, "operator-status"))
     assert len(list(screenshots.glob("*.png"))) >= steps.count
