@@ -31,6 +31,9 @@ class Config(BaseSettings):
 
     database_url: SecretStr = Field(validation_alias=AliasChoices("DATABASE_URL", "AUTOSYNC_DATABASE_URL"))
     service_key: SecretStr = Field(min_length=32)
+    # While the service key rotates: the key pg_cron may still send until the database holds the new
+    # one. Accepted besides service_key, never sent anywhere; empty or unset: none.
+    service_key_previous: SecretStr | None = Field(default=None, min_length=32)
     # User JWTs: HS256 with this secret, RS256/ES256 with the keys at jwt_jwks_url; one or both.
     jwt_secret: SecretStr | None = Field(default=None, min_length=32)
     jwt_jwks_url: HttpUrl | None = Field(default=None, validate_default=True)
@@ -83,6 +86,19 @@ class Config(BaseSettings):
     # Token endpoints come from users (custom providers): https only, unless an operator allows
     # plain http to a loopback endpoint (development and tests).
     oauth_allow_loopback_http: bool = False
+
+    @field_validator("service_key_previous", mode="before")
+    @classmethod
+    def _no_previous_key(cls, value: object) -> object:
+        # The Pulumi program and the harness always set the variable; empty means no rotation under way.
+        return None if value == "" else value
+
+    def service_keys(self) -> tuple[str, ...]:
+        """Every key a service caller may present: the current one, then the previous one if set."""
+        keys = [self.service_key.get_secret_value()]
+        if self.service_key_previous is not None:
+            keys.append(self.service_key_previous.get_secret_value())
+        return tuple(keys)
 
     @field_validator("jwt_jwks_url")
     @classmethod
