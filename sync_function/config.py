@@ -19,6 +19,8 @@ from sync_function.destinations import DestinationPolicy
 from sync_function.imap import DEFAULT_TIMEOUT_S
 from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
+LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
 
 class ConfigError(RuntimeError):
     """The environment does not configure the service correctly; the message lists every problem."""
@@ -83,8 +85,12 @@ class Config(BaseSettings):
     imap_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600)
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
-    # Token endpoints come from users (custom providers): https only, unless an operator allows
-    # plain http to a loopback endpoint (development and tests).
+    # Token endpoints come from users (custom providers) and get the service's POST with the client
+    # secret and refresh token: public https only, unless listed here (comma-separated CIDRs,
+    # addresses or host names; plain http too). Not shared with imap_allowed_networks: allowing an
+    # internal mail server must not open every internal web service on its network.
+    oauth_allowed_networks: str = ""
+    # Shorthand for adding 127.0.0.0/8 and ::1 to oauth_allowed_networks (development and tests).
     oauth_allow_loopback_http: bool = False
 
     @field_validator("service_key_previous", mode="before")
@@ -126,6 +132,19 @@ class Config(BaseSettings):
     def _destinations(cls, value: str) -> str:
         DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
         return value
+
+    @field_validator("oauth_allowed_networks")
+    @classmethod
+    def _token_endpoints(cls, value: str) -> str:
+        DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
+        return value
+
+    def oauth_destinations(self) -> DestinationPolicy:
+        """The allow-list for OAuth2 token endpoints (sync_function.oauth)."""
+        entries = self.oauth_allowed_networks.split(",")
+        if self.oauth_allow_loopback_http:
+            entries += LOOPBACK_NETWORKS
+        return DestinationPolicy.parse(entries)
 
     def imap_destinations(self) -> DestinationPolicy:
         """The allow-list for IMAP connections (sync_function.destinations)."""
