@@ -169,8 +169,9 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
         )
     )
     if url is not None:
-        checks.append(_reachable(url, timeout_s=timeout_s))
-        if key_set:
+        reachable = _reachable(url, timeout_s=timeout_s)
+        checks.append(reachable)
+        if key_set and reachable.ok:  # an unreachable function is one failure, not two
             checks.append(service_key_check(conn, url, timeout_s=timeout_s))
     purge = conn.execute("SELECT active FROM cron.job WHERE jobname = %s", (PURGE_JOB,)).fetchone()
     checks.append(

@@ -8,7 +8,9 @@ or, once, with an authorization code and its PKCE verifier (RFC 6749 section 4.1
 Providers are data: presets for Google and Microsoft, or any provider given by its token endpoint.
 A custom endpoint is a destination a user chose, checked like an IMAP host (sync_function/destinations.py)
 against its own allow-list, AUTOSYNC_OAUTH_ALLOWED_NETWORKS: when the account is added, and again at
-every request, which goes to the checked address (no second DNS lookup to rebind). A refusal of the grant itself (`invalid_grant`: consent revoked, password changed, code used) is
+every request, which goes to the checked address (no second DNS lookup to rebind).
+
+A refusal of the grant itself (`invalid_grant`: consent revoked, password changed, code used) is
 permanent and says the user must reconnect; an endpoint that is down, slow or answers garbage is
 transient, worth a retry. Tokens never appear in messages or reprs.
 """
@@ -218,12 +220,12 @@ def _post(
         ) from None
     failure: httpx.HTTPError | None = None
     for address in checked.addresses:
-        url, host, extensions = checked.pinned(address)
+        url, headers, extensions = checked.pinned(address)
         try:
             return http.post(
                 url,
                 data=form,
-                headers={"Accept": "application/json", **host},
+                headers={"Accept": "application/json", **headers},
                 extensions=extensions,
                 timeout=DEFAULT_TIMEOUT_S,
                 follow_redirects=False,  # a redirect would go to an unchecked destination

@@ -97,6 +97,9 @@ def test_a_rotation_never_refuses_pg_crons_runs(
         answer = api.client.get("/functions/v1/service-key", headers={"Authorization": f"Bearer {NEW}"})
         assert answer.json() == {"success": True, "key": "current", "previous_configured": False}
         assert key_check(db, api).ok
+        # `autosync doctor` runs this check once the function answers.
+        (in_doctor,) = [c for c in doctor.run_checks(db) if c.name == "function accepts the stored key"]
+        assert in_doctor.ok
         # Had the database kept OLD (the order reversed), pg_cron's runs would be refused; doctor says so.
         configure(database_url, api, OLD)
         with pytest.raises(psycopg.errors.ExternalRoutineException, match="401"):
