@@ -34,7 +34,13 @@ TRUST_ONLY_BUILD_ARGS = frozenset({PIP_CA_BUILD_ARG})
 
 # Environment variables that carry secrets: the Pulumi program fills them from Pulumi secrets.
 FUNCTION_SECRET_ENV = frozenset(
-    {"DATABASE_URL", "AUTOSYNC_SERVICE_KEY", "AUTOSYNC_JWT_SECRET", "AUTOSYNC_ENCRYPTION_KEY"}
+    {
+        "DATABASE_URL",
+        "AUTOSYNC_SERVICE_KEY",
+        "AUTOSYNC_SERVICE_KEY_PREVIOUS",
+        "AUTOSYNC_JWT_SECRET",
+        "AUTOSYNC_ENCRYPTION_KEY",
+    }
 )
 
 Role = Literal["serve", "worker"]
@@ -94,6 +100,8 @@ class SyncFunctionConfig:
     service_key: str = field(repr=False)
     jwt_secret: str = field(repr=False)
     encryption_key: str = field(repr=False)
+    # While the service key rotates, the key the database still sends (empty: no rotation under way).
+    service_key_previous: str = field(default="", repr=False)
     host: str = "127.0.0.1"
     port: int = 8000
     # AUTOSYNC_IMAP_ALLOWED_NETWORKS: non-public IMAP destinations the function may reach (empty: none).
@@ -154,6 +162,8 @@ def sync_function_container(
     env = {
         "DATABASE_URL": config.database_url,
         "AUTOSYNC_SERVICE_KEY": config.service_key,
+        # Always set, empty when unused: the Pulumi program only knows at deploy time whether it is.
+        "AUTOSYNC_SERVICE_KEY_PREVIOUS": config.service_key_previous,
         "AUTOSYNC_JWT_SECRET": config.jwt_secret,
         "AUTOSYNC_ENCRYPTION_KEY": config.encryption_key,
         "AUTOSYNC_HOST": config.host,

@@ -1,9 +1,9 @@
 """The autosync Pulumi program: read the stack config, compose the components, export.
 
 Run by the root `__main__.py` (Pulumi.yaml explains why it lives there). Order: database healthy →
-its password applied → migrations → settings and encryption keys → function containers → stored
-secrets re-encrypted. Each step depends on the previous one explicitly where it does not consume
-an output of it that would imply it.
+its password applied → migrations → encryption and service keys → function containers → database
+settings (function URL, the service key pg_cron sends) and stored secrets re-encrypted. Each step
+depends on the previous one explicitly where it does not consume an output of it that would imply it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from infra.components.encryption import EncryptionKeys, EncryptionKeysArgs, Stor
 from infra.components.migrations import Migrations, MigrationsArgs
 from infra.components.postgres import Postgres, PostgresArgs
 from infra.components.secrets import Secrets, SecretsArgs
+from infra.components.service_keys import ServiceKeys, ServiceKeysArgs
 from infra.components.sync_function import SyncFunction, SyncFunctionArgs
 
 
@@ -66,16 +67,9 @@ def main() -> None:
         pulumi.ResourceOptions(depends_on=database_ready),
     )
     assert secrets.service_key is not None
-    settings = DatabaseSettings(
-        "database-settings",
-        DatabaseSettingsArgs(
-            database_url=database_url,
-            function_url=config.sync_function_url,
-            service_key=secrets.service_key,
-            scheduling_mode=config.scheduling_mode,
-        ),
-        pulumi.ResourceOptions(depends_on=[migrations]),
-    )
+    # The database stores the service key after the containers that accept it are up (a rotation
+    # then refuses no pg_cron run: infra/components/service_keys.py).
+    settings_after: list[pulumi.Resource] = [migrations]
 
     if config.creates_function:
         assert secrets.jwt_secret is not None and secrets.encryption_key is not None
@@ -84,12 +78,18 @@ def main() -> None:
             EncryptionKeysArgs(database_url=database_url, configured=secrets.encryption_key),
             pulumi.ResourceOptions(depends_on=[migrations]),
         )
+        service_keys = ServiceKeys(
+            "service-keys",
+            ServiceKeysArgs(database_url=database_url, current=secrets.service_key),
+            pulumi.ResourceOptions(depends_on=[migrations]),
+        )
         function = SyncFunction(
             "sync-function",
             SyncFunctionArgs(
                 name_prefix=f"{prefix}-function",
                 database_url=database_url,
                 service_key=secrets.service_key,
+                service_key_previous=service_keys.previous,
                 jwt_secret=secrets.jwt_secret,
                 encryption_key=keys.keys,
                 port=config.function_port,
@@ -99,8 +99,9 @@ def main() -> None:
                 build_args=dict(config.function_build_args),
                 env_label=prefix,
             ),
-            pulumi.ResourceOptions(depends_on=[settings, keys]),
+            pulumi.ResourceOptions(depends_on=[migrations, keys, service_keys]),
         )
+        settings_after.append(function)
         # Only once every container runs with the new key list: a container still on the old key
         # alone could not read what this rewrites.
         StoredSecrets(
@@ -108,6 +109,17 @@ def main() -> None:
             StoredSecretsArgs(database_url=database_url, keys=keys.keys),
             pulumi.ResourceOptions(depends_on=[function]),
         )
+
+    DatabaseSettings(
+        "database-settings",
+        DatabaseSettingsArgs(
+            database_url=database_url,
+            function_url=config.sync_function_url,
+            service_key=secrets.service_key,
+            scheduling_mode=config.scheduling_mode,
+        ),
+        pulumi.ResourceOptions(depends_on=settings_after),
+    )
 
     pulumi.export("functionUrl", config.sync_function_url)
     pulumi.export("databaseUrl", database_url)

@@ -239,6 +239,7 @@ def exchange(login: oauth.OAuthLogin, code: oauth.AuthorizationCode) -> str:
                 code=code.code,
                 code_verifier=code.code_verifier,
                 redirect_uri=code.redirect_uri,
+                policy=login.endpoints,
             )
     except oauth.OAuthError as exc:
         raise LoginFailed(f"could not complete the sign-in: {exc}") from None
@@ -255,8 +256,15 @@ def delete(conn: Connection, *, user_id: uuid.UUID, account_id: uuid.UUID) -> bo
     return conn.execute(DELETE, {"id": account_id, "user_id": user_id}).rowcount > 0
 
 
-def imap_accounts(conn: Connection, *, user_id: uuid.UUID, encryption_key: str) -> list[ImapAccount]:
-    """The user's accounts with decrypted passwords, for the importer only."""
+def imap_accounts(
+    conn: Connection,
+    *,
+    user_id: uuid.UUID,
+    encryption_key: str,
+    token_endpoints: DestinationPolicy = PUBLIC_ONLY,
+) -> list[ImapAccount]:
+    """The user's accounts with decrypted passwords, for the importer only. OAuth2 accounts' token
+    endpoints will be checked against `token_endpoints` at every request."""
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(WITH_SECRETS, {"user_id": user_id}).fetchall()
     return [
@@ -269,7 +277,7 @@ def imap_accounts(conn: Connection, *, user_id: uuid.UUID, encryption_key: str) 
             password=decrypt_password(encryption_key, row["password_encrypted"])
             if row["password_encrypted"] is not None
             else None,
-            oauth=_oauth_login(row, encryption_key),
+            oauth=_oauth_login(row, encryption_key, token_endpoints),
             mailbox=row["mailbox"],
             ca_pem=row["ca_pem"],
             folders=tuple(row["folders"]) if row["folders"] is not None else None,
@@ -280,7 +288,9 @@ def imap_accounts(conn: Connection, *, user_id: uuid.UUID, encryption_key: str) 
     ]
 
 
-def _oauth_login(row: dict[str, Any], encryption_key: str) -> oauth.OAuthLogin | None:
+def _oauth_login(
+    row: dict[str, Any], encryption_key: str, token_endpoints: DestinationPolicy
+) -> oauth.OAuthLogin | None:
     if row["auth_method"] != "oauth2":
         return None
     secret = row["oauth_client_secret_encrypted"]
@@ -293,6 +303,7 @@ def _oauth_login(row: dict[str, Any], encryption_key: str) -> oauth.OAuthLogin |
         ),
         refresh_token=decrypt_password(encryption_key, row["oauth_refresh_token_encrypted"]),
         mechanism=row["oauth_mechanism"],
+        endpoints=token_endpoints,
     )
 
 
@@ -336,6 +347,7 @@ def reconnect(
     ssl_context: ssl.SSLContext | None,
     code: oauth.AuthorizationCode | None = None,
     allowed: DestinationPolicy = PUBLIC_ONLY,
+    token_endpoints: DestinationPolicy = PUBLIC_ONLY,
 ) -> AccountView:
     """A new grant for an OAuth2 account: verified by signing in, then stored; clears needs-reconnect.
 
@@ -346,7 +358,9 @@ def reconnect(
     with pool.connection() as conn:
         stored = [
             a
-            for a in imap_accounts(conn, user_id=user_id, encryption_key=encryption_key)
+            for a in imap_accounts(
+                conn, user_id=user_id, encryption_key=encryption_key, token_endpoints=token_endpoints
+            )
             if a.account_id == account_id
         ]
     if not stored or stored[0].oauth is None:

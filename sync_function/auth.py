@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jwt
@@ -167,5 +167,12 @@ def user_from_jwt(token: str, *, secret: str, audience: str | None) -> uuid.UUID
     return TokenVerifier(secret=secret, jwks=None, audience=audience).user(token)
 
 
-def is_service_key(token: str, *, service_key: str) -> bool:
-    return hmac.compare_digest(token.encode(), service_key.encode())
+def service_key_index(token: str, *, service_keys: Sequence[str]) -> int | None:
+    """Which of `service_keys` `token` is (0: the current key, 1: the previous one during a
+    rotation), or None.
+
+    Each comparison is constant-time and all of them run, so the timing tells neither which key
+    matched nor how much of one did.
+    """
+    matches = [hmac.compare_digest(token.encode(), key.encode()) for key in service_keys]
+    return matches.index(True) if any(matches) else None

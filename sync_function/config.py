@@ -19,6 +19,8 @@ from sync_function.destinations import DestinationPolicy
 from sync_function.imap import DEFAULT_TIMEOUT_S
 from sync_function.importer import DEFAULT_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES
 
+LOOPBACK_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
 
 class ConfigError(RuntimeError):
     """The environment does not configure the service correctly; the message lists every problem."""
@@ -31,6 +33,9 @@ class Config(BaseSettings):
 
     database_url: SecretStr = Field(validation_alias=AliasChoices("DATABASE_URL", "AUTOSYNC_DATABASE_URL"))
     service_key: SecretStr = Field(min_length=32)
+    # While the service key rotates: the key pg_cron may still send until the database holds the new
+    # one. Accepted besides service_key, never sent anywhere; empty or unset: none.
+    service_key_previous: SecretStr | None = Field(default=None, min_length=32)
     # User JWTs: HS256 with this secret, RS256/ES256 with the keys at jwt_jwks_url; one or both.
     jwt_secret: SecretStr | None = Field(default=None, min_length=32)
     jwt_jwks_url: HttpUrl | None = Field(default=None, validate_default=True)
@@ -80,9 +85,26 @@ class Config(BaseSettings):
     imap_timeout_seconds: float = Field(default=DEFAULT_TIMEOUT_S, gt=0, le=600)
     imap_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1, le=5000)
     max_message_bytes: int = Field(default=DEFAULT_MAX_MESSAGE_BYTES, ge=1024)
-    # Token endpoints come from users (custom providers): https only, unless an operator allows
-    # plain http to a loopback endpoint (development and tests).
+    # Token endpoints come from users (custom providers) and get the service's POST with the client
+    # secret and refresh token: public https only, unless listed here (comma-separated CIDRs,
+    # addresses or host names; plain http too). Not shared with imap_allowed_networks: allowing an
+    # internal mail server must not open every internal web service on its network.
+    oauth_allowed_networks: str = ""
+    # Shorthand for adding 127.0.0.0/8 and ::1 to oauth_allowed_networks (development and tests).
     oauth_allow_loopback_http: bool = False
+
+    @field_validator("service_key_previous", mode="before")
+    @classmethod
+    def _no_previous_key(cls, value: object) -> object:
+        # The Pulumi program and the harness always set the variable; empty means no rotation under way.
+        return None if value == "" else value
+
+    def service_keys(self) -> tuple[str, ...]:
+        """Every key a service caller may present: the current one, then the previous one if set."""
+        keys = [self.service_key.get_secret_value()]
+        if self.service_key_previous is not None:
+            keys.append(self.service_key_previous.get_secret_value())
+        return tuple(keys)
 
     @field_validator("jwt_jwks_url")
     @classmethod
@@ -110,6 +132,19 @@ class Config(BaseSettings):
     def _destinations(cls, value: str) -> str:
         DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
         return value
+
+    @field_validator("oauth_allowed_networks")
+    @classmethod
+    def _token_endpoints(cls, value: str) -> str:
+        DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
+        return value
+
+    def oauth_destinations(self) -> DestinationPolicy:
+        """The allow-list for OAuth2 token endpoints (sync_function.oauth)."""
+        entries = self.oauth_allowed_networks.split(",")
+        if self.oauth_allow_loopback_http:
+            entries += LOOPBACK_NETWORKS
+        return DestinationPolicy.parse(entries)
 
     def imap_destinations(self) -> DestinationPolicy:
         """The allow-list for IMAP connections (sync_function.destinations)."""

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from psycopg_pool import ConnectionPool
 
-from sync_function.auth import TokenVerifier, Unauthorized, bearer_token, is_service_key
+from sync_function.auth import TokenVerifier, Unauthorized, bearer_token, service_key_index
 from sync_function.config import Config
 
 
@@ -32,11 +32,15 @@ def current_user(request: Request, authorization: Annotated[str | None, Header()
     return verifier.user(token)
 
 
-def require_service(config: ConfigDep, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = bearer_token(authorization)
-    if not is_service_key(token, service_key=config.service_key.get_secret_value()):
+def require_service(config: ConfigDep, authorization: Annotated[str | None, Header()] = None) -> int:
+    """The index of the service key the caller presented (0 current, 1 previous); 401 for any other."""
+    index = service_key_index(bearer_token(authorization), service_keys=config.service_keys())
+    if index is None:
         raise Unauthorized("invalid service key")
+    return index
 
 
 CurrentUser = Annotated[uuid.UUID, Depends(current_user)]
 ServiceCaller = Depends(require_service)
+# The same check, when the route needs to know which key it was (FastAPI runs it once per request).
+ServiceKeyIndex = Annotated[int, Depends(require_service)]

@@ -7,6 +7,11 @@ IMAP hosts come from users, so every connection to one is a door into the networ
 is added and again at every connect; the socket then goes to the checked address itself, never to a
 second resolution of the name, so a DNS answer that changes in between (rebinding) cannot slip through.
 TLS still verifies the certificate against the name (SNI and hostname checks use the name).
+
+OAuth2 token endpoints come from users too (custom providers), and an HTTP POST carrying the client
+secret and refresh token is a wider door than an IMAP login: `check_url` applies the same rules to a
+URL (https only, plain http only to allowed destinations), with its own allow-list, and `CheckedUrl`
+gives the request to send to each checked address.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from imapclient import IMAPClient, imap4, tls
 
@@ -135,11 +141,17 @@ def is_public(address: IpAddress) -> bool:
     )
 
 
-def resolve_checked(host: str, port: int, policy: DestinationPolicy) -> list[tuple[int, IpAddress]]:
+IMAP_SETTING = "AUTOSYNC_IMAP_ALLOWED_NETWORKS"
+
+
+def resolve_checked(
+    host: str, port: int, policy: DestinationPolicy, *, setting: str = IMAP_SETTING
+) -> list[tuple[int, IpAddress]]:
     """Every address `host` resolves to, each checked; refuses the host if any one is not allowed.
 
     Refusing on any (not only on all) means a name cannot mix a public address with an internal one and
     win the race. Raises InvalidHost, DestinationRefused, or socket.gaierror when the name does not resolve.
+    `setting` names the allow-list in the refusal.
     """
     name = normalize_host(host)
     infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
@@ -149,14 +161,69 @@ def resolve_checked(host: str, port: int, policy: DestinationPolicy) -> list[tup
         if not is_public(address) and not policy.allows(name, address):
             raise DestinationRefused(
                 f"connections to {name} are not allowed: it resolves to {address}, a loopback, private, "
-                "link-local, multicast or reserved address (an operator can allow it with "
-                "AUTOSYNC_IMAP_ALLOWED_NETWORKS)"
+                f"link-local, multicast or reserved address (an operator can allow it with {setting})"
             )
         if (family, address) not in addresses:
             addresses.append((family, address))
     if not addresses:
         raise DestinationRefused(f"{name} resolves to no address")
     return addresses
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedUrl:
+    """An http(s) URL whose host was checked, with the addresses to send its requests to."""
+
+    url: str
+    host: str
+    addresses: tuple[IpAddress, ...]
+
+    def pinned(self, address: IpAddress) -> tuple[str, dict[str, str], dict[str, str]]:
+        """The URL with `address` in place of the host, the Host header, and httpx's request extensions.
+
+        The TLS handshake still names the host (`sni_hostname`: SNI, and the certificate is checked
+        against it), and the Host header carries it, so the server sees the request it would have seen.
+        """
+        parts = urlsplit(self.url)
+        literal = f"[{address}]" if address.version == 6 else str(address)
+        port = f":{parts.port}" if parts.port is not None else ""
+        url = urlunsplit((parts.scheme, literal + port, parts.path, parts.query, ""))
+        name = f"[{self.host}]" if ":" in self.host else self.host
+        return url, {"Host": name + port}, {"sni_hostname": self.host}
+
+
+def check_url(url: str, policy: DestinationPolicy, *, setting: str) -> CheckedUrl:
+    """Check an http(s) URL the service will POST to: https, or plain http to an allowed destination;
+    every address its host resolves to public or allowed by `policy`.
+
+    Raises InvalidHost (not a usable URL), DestinationRefused, or socket.gaierror (https to a name
+    that does not resolve). Messages are safe to return and name `setting`.
+    """
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InvalidHost("must be an https URL, e.g. https://login.example.com/oauth2/token")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidHost("must not carry a user name or password")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise InvalidHost("has an invalid port") from None
+    host = normalize_host(parts.hostname)
+    plain = DestinationRefused(
+        f"must be an https URL (plain http only to a destination an operator allows in {setting})"
+    )
+    if parts.scheme == "http" and not (policy.networks or policy.hosts):
+        raise plain
+    try:
+        resolved = resolve_checked(host, port, policy, setting=setting)
+    except socket.gaierror:
+        if parts.scheme == "http":
+            raise plain from None
+        raise
+    addresses = tuple(address for _, address in resolved)
+    if parts.scheme == "http" and not all(policy.allows(host, address) for address in addresses):
+        raise plain
+    return CheckedUrl(url=url.strip(), host=host, addresses=addresses)
 
 
 def _pinned_socket(addresses: list[tuple[int, IpAddress]], port: int, timeout: float | None) -> socket.socket:

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 import httpx
+import psycopg
 from psycopg import Connection
 
 from sync_function.db import EXPECTED_REVISION, schema_revision
@@ -168,7 +169,10 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
         )
     )
     if url is not None:
-        checks.append(_reachable(url, timeout_s=timeout_s))
+        reachable = _reachable(url, timeout_s=timeout_s)
+        checks.append(reachable)
+        if key_set and reachable.ok:  # an unreachable function is one failure, not two
+            checks.append(service_key_check(conn, url, timeout_s=timeout_s))
     purge = conn.execute("SELECT active FROM cron.job WHERE jobname = %s", (PURGE_JOB,)).fetchone()
     checks.append(
         Check(
@@ -272,6 +276,54 @@ def _reachable(url: str, *, timeout_s: float) -> Check:
         response.status_code == 200,
         f"{url}/readyz answered {response.status_code}",
     )
+
+
+def service_key_check(conn: Connection, url: str, *, timeout_s: float) -> Check:
+    """Does the function accept the key pg_cron sends, and does it still accept a previous one?
+
+    Presents the stored key (readable by the owner only) to the function, as pg_cron's trigger
+    does; the function answers which of its keys it is. The key is never printed.
+    """
+    name = "function accepts the stored key"
+    try:
+        row = conn.execute("SELECT key FROM autosync_private.service_key").fetchone()
+    except psycopg.errors.InsufficientPrivilege:
+        return Check(name, False, "not checked: reading the stored key needs the owner's DATABASE_URL")
+    if row is None:
+        return Check(name, False, "no key stored")
+    try:
+        response = httpx.get(
+            url.rstrip("/") + "/functions/v1/service-key",
+            headers={"Authorization": f"Bearer {row[0]}"},
+            timeout=timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return Check(name, False, f"not checked: {type(exc).__name__}")
+    if response.status_code == 401:
+        return Check(
+            name,
+            False,
+            "the function refuses the database's key: every pg_cron run fails with 401 "
+            "(give AUTOSYNC_SERVICE_KEY and autosync_private.set_service_key the same key)",
+        )
+    if response.status_code != 200:
+        return Check(name, False, f"not checked: /functions/v1/service-key answered {response.status_code}")
+    status = response.json()
+    if status.get("key") == "previous":
+        return Check(
+            name,
+            True,
+            "rotation under way: the database still holds the function's previous key; store the new "
+            "one (SELECT autosync_private.set_service_key($1); with Pulumi: `pulumi up`)",
+        )
+    if status.get("previous_configured"):
+        return Check(
+            name,
+            False,
+            "yes, but the function still accepts a previous key (AUTOSYNC_SERVICE_KEY_PREVIOUS) although "
+            "the database holds the new one: remove it (with Pulumi: run `pulumi up` again)",
+        )
+    return Check(name, True, "yes; no previous key accepted")
 
 
 def reconcile(conn: Connection, *, dry_run: bool = False) -> list[Fix]:

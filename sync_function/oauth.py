@@ -6,6 +6,10 @@ obtained from the provider's token endpoint with the account's refresh token (RF
 or, once, with an authorization code and its PKCE verifier (RFC 6749 section 4.1.3, RFC 7636).
 
 Providers are data: presets for Google and Microsoft, or any provider given by its token endpoint.
+A custom endpoint is a destination a user chose, checked like an IMAP host (sync_function/destinations.py)
+against its own allow-list, AUTOSYNC_OAUTH_ALLOWED_NETWORKS: when the account is added, and again at
+every request, which goes to the checked address (no second DNS lookup to rebind).
+
 A refusal of the grant itself (`invalid_grant`: consent revoked, password changed, code used) is
 permanent and says the user must reconnect; an endpoint that is down, slow or answers garbage is
 transient, worth a retry. Tokens never appear in messages or reprs.
@@ -20,15 +24,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import httpx
+
+from sync_function.destinations import (
+    PUBLIC_ONLY,
+    DestinationPolicy,
+    DestinationRefused,
+    InvalidHost,
+    check_url,
+)
 
 # Seconds before expiry at which a cached access token is no longer handed out: an import started
 # with it must be able to log in.
 DEFAULT_EXPIRY_MARGIN_S = 120.0
 # A token endpoint answers in well under a second; a stuck one must not hold a worker.
 DEFAULT_TIMEOUT_S = 15.0
+# The allow-list of token endpoints that are not public (named in refusals).
+ALLOWED_NETWORKS_SETTING = "AUTOSYNC_OAUTH_ALLOWED_NETWORKS"
 
 
 @dataclass(frozen=True)
@@ -55,9 +68,13 @@ def provider(
     *,
     token_endpoint: str | None = None,
     scopes: tuple[str, ...] = (),
-    allow_loopback_http: bool = False,
+    policy: DestinationPolicy = PUBLIC_ONLY,
 ) -> Provider:
-    """A preset by name, or a provider given by its token endpoint (https; http on loopback if allowed)."""
+    """A preset by name, or a provider given by its token endpoint, checked against `policy`
+    (https, to a public address or one the policy allows; plain http only to an allowed one).
+
+    Raises ValueError (a message safe to return) for an unknown preset or a refused endpoint.
+    """
     if name is not None and token_endpoint is None:
         try:
             return PROVIDERS[name]
@@ -67,13 +84,13 @@ def provider(
             ) from None
     if token_endpoint is None:
         raise ValueError("give an OAuth2 provider name or its token_endpoint")
-    parts = urlsplit(token_endpoint)
-    loopback = parts.hostname in ("127.0.0.1", "::1", "localhost")
-    if parts.scheme != "https" and not (parts.scheme == "http" and loopback and allow_loopback_http):
-        raise ValueError("token_endpoint must be an https URL")
-    if not parts.hostname:
-        raise ValueError("token_endpoint must name a host")
-    return Provider(name or parts.hostname, token_endpoint, scopes)
+    try:
+        checked = check_url(token_endpoint, policy, setting=ALLOWED_NETWORKS_SETTING)
+    except (InvalidHost, DestinationRefused) as exc:
+        raise ValueError(f"token_endpoint: {exc}") from None
+    except OSError:  # socket.gaierror: the name does not resolve
+        raise ValueError("token_endpoint: its host name does not resolve") from None
+    return Provider(name or checked.host, checked.url, scopes)
 
 
 class OAuthError(Exception):
@@ -110,16 +127,30 @@ class Client:
     client_secret: str | None = field(default=None, repr=False)
 
 
-def refresh(http: httpx.Client, where: Provider, client: Client, *, refresh_token: str) -> Tokens:
+def refresh(
+    http: httpx.Client,
+    where: Provider,
+    client: Client,
+    *,
+    refresh_token: str,
+    policy: DestinationPolicy = PUBLIC_ONLY,
+) -> Tokens:
     """A fresh access token from the refresh token (grant_type=refresh_token)."""
     form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
     if where.scopes:
         form["scope"] = " ".join(where.scopes)
-    return _token_request(http, where, client, form)
+    return _token_request(http, where, client, form, policy)
 
 
 def exchange_code(
-    http: httpx.Client, where: Provider, client: Client, *, code: str, code_verifier: str, redirect_uri: str
+    http: httpx.Client,
+    where: Provider,
+    client: Client,
+    *,
+    code: str,
+    code_verifier: str,
+    redirect_uri: str,
+    policy: DestinationPolicy = PUBLIC_ONLY,
 ) -> Tokens:
     """Tokens for an authorization code from the product's consent screen (with its PKCE verifier)."""
     form = {
@@ -128,7 +159,7 @@ def exchange_code(
         "code_verifier": code_verifier,
         "redirect_uri": redirect_uri,
     }
-    tokens = _token_request(http, where, client, form)
+    tokens = _token_request(http, where, client, form, policy)
     if tokens.refresh_token is None:
         scopes = " ".join(where.scopes) or "the provider's offline scope"
         raise InvalidGrant(
@@ -137,20 +168,13 @@ def exchange_code(
     return tokens
 
 
-def _token_request(http: httpx.Client, where: Provider, client: Client, form: dict[str, str]) -> Tokens:
+def _token_request(
+    http: httpx.Client, where: Provider, client: Client, form: dict[str, str], policy: DestinationPolicy
+) -> Tokens:
     form = {**form, "client_id": client.client_id}
     if client.client_secret is not None:
         form["client_secret"] = client.client_secret
-    try:
-        response = http.post(
-            where.token_endpoint, data=form, headers={"Accept": "application/json"}, timeout=DEFAULT_TIMEOUT_S
-        )
-    except httpx.TimeoutException:
-        raise TokenEndpointError(f"the {where.name} token endpoint did not answer in time") from None
-    except httpx.HTTPError as exc:
-        raise TokenEndpointError(
-            f"the {where.name} token endpoint cannot be reached ({type(exc).__name__})"
-        ) from None
+    response = _post(http, where, form, policy)
     body = _json(response)
     if response.status_code >= 400 or "error" in body:
         error = str(body.get("error") or f"HTTP {response.status_code}")
@@ -178,10 +202,54 @@ def _token_request(http: httpx.Client, where: Provider, client: Client, form: di
     )
 
 
+def _post(
+    http: httpx.Client, where: Provider, form: dict[str, str], policy: DestinationPolicy
+) -> httpx.Response:
+    """POST the form to the endpoint, checked again now and sent to the checked addresses only."""
+    try:
+        checked = check_url(where.token_endpoint, policy, setting=ALLOWED_NETWORKS_SETTING)
+    except (InvalidHost, DestinationRefused) as exc:
+        # Allowed when the account was added, or stored before the check existed; the name may now
+        # resolve elsewhere. Only an operator (or the user, with another endpoint) can change that.
+        raise EndpointRefused(
+            f"the {where.name} token endpoint ({where.token_endpoint}) is refused: {exc}"
+        ) from None
+    except OSError:  # socket.gaierror
+        raise TokenEndpointError(
+            f"the {where.name} token endpoint cannot be reached (its host name does not resolve)"
+        ) from None
+    failure: httpx.HTTPError | None = None
+    for address in checked.addresses:
+        url, headers, extensions = checked.pinned(address)
+        try:
+            return http.post(
+                url,
+                data=form,
+                headers={"Accept": "application/json", **headers},
+                extensions=extensions,
+                timeout=DEFAULT_TIMEOUT_S,
+                follow_redirects=False,  # a redirect would go to an unchecked destination
+            )
+        except httpx.ConnectError as exc:
+            failure = exc  # the next address, as a resolver-driven client would
+        except httpx.TimeoutException:
+            raise TokenEndpointError(f"the {where.name} token endpoint did not answer in time") from None
+        except httpx.HTTPError as exc:
+            failure = exc
+            break
+    raise TokenEndpointError(
+        f"the {where.name} token endpoint cannot be reached ({type(failure).__name__})"
+    ) from None
+
+
 class PermanentTokenError(OAuthError):
     """The token endpoint refuses the product's client (id, secret, grant type or scope): an operator must fix it."""
 
     transient = False
+
+
+class EndpointRefused(PermanentTokenError):
+    """The token endpoint is a destination the service must not reach (AUTOSYNC_OAUTH_ALLOWED_NETWORKS)."""
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -246,6 +314,9 @@ class OAuthLogin:
     client: Client
     refresh_token: str = field(repr=False)
     mechanism: Literal["XOAUTH2", "OAUTHBEARER"] = "XOAUTH2"
+    # Where its token endpoint may be besides public addresses (the operator's
+    # AUTOSYNC_OAUTH_ALLOWED_NETWORKS): checked at every request.
+    endpoints: DestinationPolicy = PUBLIC_ONLY
 
 
 # One cache per process: the worker's accounts reuse their access tokens across runs.
@@ -265,7 +336,9 @@ def current_token(account_id: object, login: OAuthLogin) -> Tokens:
 
     def fetch() -> Tokens:
         with httpx.Client() as http:
-            tokens = refresh(http, login.provider, login.client, refresh_token=login.refresh_token)
+            tokens = refresh(
+                http, login.provider, login.client, refresh_token=login.refresh_token, policy=login.endpoints
+            )
         if tokens.refresh_token is not None and tokens.refresh_token != login.refresh_token:
             with _ROTATED_LOCK:
                 _ROTATED[account_id] = tokens.refresh_token

@@ -281,6 +281,15 @@ class AutoSyncSkipped(Success):
     reason: str
 
 
+class ServiceKeyStatus(Success):
+    key: Literal["current", "previous"] = Field(
+        description="which of the function's keys the caller presented: `previous` while a rotation is under way"
+    )
+    previous_configured: bool = Field(
+        description="the function still accepts a previous key (AUTOSYNC_SERVICE_KEY_PREVIOUS)"
+    )
+
+
 class ImportCounts(Success):
     run_id: uuid.UUID
     accounts: int

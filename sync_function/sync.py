@@ -76,7 +76,10 @@ def run_attempt(
         counts = {"fetched": 0, "imported": 0, "skipped": 0, "duplicates": 0, "bytes": 0}
         try:
             user_accounts = accounts.imap_accounts(
-                conn, user_id=user_id, encryption_key=config.encryption_key.get_secret_value()
+                conn,
+                user_id=user_id,
+                encryption_key=config.encryption_key.get_secret_value(),
+                token_endpoints=config.oauth_destinations(),
             )
         except Exception as exc:  # decryption or database: the whole attempt fails
             user_accounts = []

@@ -25,6 +25,8 @@ class SyncFunctionArgs:
     service_key: pulumi.Input[str]
     jwt_secret: pulumi.Input[str]
     encryption_key: pulumi.Input[str]  # a key list (sync_function/crypto.py)
+    # The key the database still sends during a rotation ('' when none): ServiceKeys.previous.
+    service_key_previous: pulumi.Input[str] = ""
     port: int = 8000
     workers: int = 1
     worker_metrics_port: int | None = None
@@ -53,6 +55,7 @@ class SyncFunction(pulumi.ComponentResource):
             name=args.name_prefix,
             database_url=placeholder,
             service_key=placeholder,
+            service_key_previous=placeholder,
             jwt_secret=placeholder,
             encryption_key=placeholder,
             port=args.port,
@@ -62,6 +65,7 @@ class SyncFunction(pulumi.ComponentResource):
         secrets = {
             "DATABASE_URL": pulumi.Output.secret(args.database_url),
             "AUTOSYNC_SERVICE_KEY": pulumi.Output.secret(args.service_key),
+            "AUTOSYNC_SERVICE_KEY_PREVIOUS": pulumi.Output.secret(args.service_key_previous),
             "AUTOSYNC_JWT_SECRET": pulumi.Output.secret(args.jwt_secret),
             "AUTOSYNC_ENCRYPTION_KEY": pulumi.Output.secret(args.encryption_key),
         }

@@ -82,9 +82,7 @@ def _oauth(
     if sign is None:
         return None, None
     where = oauth.provider(
-        sign.provider,
-        token_endpoint=sign.token_endpoint,
-        allow_loopback_http=config.oauth_allow_loopback_http,
+        sign.provider, token_endpoint=sign.token_endpoint, policy=config.oauth_destinations()
     )
     if sign.scopes is not None:
         where = replace(where, scopes=tuple(sign.scopes))
@@ -94,6 +92,7 @@ def _oauth(
         # Filled by the exchange when a code is given.
         refresh_token=sign.refresh_token or "",
         mechanism=sign.mechanism,
+        endpoints=config.oauth_destinations(),
     )
     code = (
         oauth.AuthorizationCode(sign.code, sign.code_verifier or "", sign.redirect_uri or "")
@@ -129,6 +128,7 @@ def reconnect_account(
             timeout_s=config.imap_timeout_seconds,
             ssl_context=getattr(request.app.state, "imap_ssl_context", None),
             allowed=config.imap_destinations(),
+            token_endpoints=config.oauth_destinations(),
         )
     except accounts.DestinationNotAllowed as exc:
         raise ApiError(422, str(exc)) from None

@@ -8,9 +8,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from sync_function import sync, triggers
-from sync_function.deps import ConfigDep, PoolDep, ServiceCaller
+from sync_function.deps import ConfigDep, PoolDep, ServiceCaller, ServiceKeyIndex
 from sync_function.errors import ApiError
-from sync_function.schemas import AutoSyncAccepted, AutoSyncSkipped, ImportCounts, UserRef
+from sync_function.schemas import AutoSyncAccepted, AutoSyncSkipped, ImportCounts, ServiceKeyStatus, UserRef
 from sync_function.users import UnknownUser
 
 router = APIRouter(prefix="/functions/v1", tags=["functions"], dependencies=[ServiceCaller])
@@ -33,6 +33,16 @@ def auto_sync(body: UserRef, pool: PoolDep, response: Response) -> AutoSyncAccep
         response.status_code = status.HTTP_200_OK
         return AutoSyncSkipped(reason="auto-sync is disabled for this user")
     return AutoSyncAccepted(run_id=queued.run_id, queued=queued.created)
+
+
+@router.get("/service-key", response_model=ServiceKeyStatus)
+def service_key(index: ServiceKeyIndex, config: ConfigDep) -> ServiceKeyStatus:
+    """Which key the caller presented, and whether a previous key is still accepted (`autosync doctor`
+    sends the database's stored key here: the one pg_cron sends). Names no key."""
+    return ServiceKeyStatus(
+        key="current" if index == 0 else "previous",
+        previous_configured=config.service_key_previous is not None,
+    )
 
 
 # A plain `def`: the import blocks on IMAP and Postgres, so FastAPI runs it in the threadpool.

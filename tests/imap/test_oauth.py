@@ -47,10 +47,11 @@ def make_box(db: psycopg.Connection, oauth_dovecot: DovecotServer, oauth_provide
         assert row is not None
         refresh_token = oauth_provider.grant(name)
         login = oauth.OAuthLogin(
-            provider=oauth.provider(token_endpoint=oauth_provider.token_endpoint, allow_loopback_http=True),
+            provider=oauth.provider(token_endpoint=oauth_provider.token_endpoint, policy=LOOPBACK_ALLOWED),
             client=oauth.Client(oauth_provider.client_id, oauth_provider.client_secret),
             refresh_token=refresh_token,
             mechanism=mechanism,  # type: ignore[arg-type]
+            endpoints=LOOPBACK_ALLOWED,
         )
         account = ImapAccount(
             account_id=row[0],
@@ -160,6 +161,7 @@ def test_an_unreachable_token_endpoint_is_transient(make_box, service_conn) -> N
                 oauth.Provider("nowhere", "http://127.0.0.1:9/token"),
                 oauth.Client("c"),
                 refresh_token=box.refresh_token,
+                policy=LOOPBACK_ALLOWED,
             )
     assert caught.value.transient
 
@@ -181,19 +183,31 @@ def test_an_authorization_code_with_pkce_is_exchanged_for_a_refresh_token(
     oauth_provider: FakeProvider,
 ) -> None:
     verifier = "v" * 64
-    where = oauth.provider(token_endpoint=oauth_provider.token_endpoint, allow_loopback_http=True)
+    where = oauth.provider(token_endpoint=oauth_provider.token_endpoint, policy=LOOPBACK_ALLOWED)
     client = oauth.Client(oauth_provider.client_id, oauth_provider.client_secret)
     code = oauth_provider.authorization_code("someone", code_verifier=verifier, redirect_uri="https://app/cb")
     with httpx.Client() as http:
         with pytest.raises(oauth.InvalidGrant):
             oauth.exchange_code(
-                http, where, client, code=code, code_verifier="w" * 64, redirect_uri="https://app/cb"
+                http,
+                where,
+                client,
+                code=code,
+                code_verifier="w" * 64,
+                redirect_uri="https://app/cb",
+                policy=LOOPBACK_ALLOWED,
             )
         code = oauth_provider.authorization_code(
             "someone", code_verifier=verifier, redirect_uri="https://app/cb"
         )
         tokens = oauth.exchange_code(
-            http, where, client, code=code, code_verifier=verifier, redirect_uri="https://app/cb"
+            http,
+            where,
+            client,
+            code=code,
+            code_verifier=verifier,
+            redirect_uri="https://app/cb",
+            policy=LOOPBACK_ALLOWED,
         )
     assert tokens.refresh_token in oauth_provider.refresh_tokens
     assert "access_token" not in repr(tokens) or tokens.access_token not in repr(tokens)
@@ -208,7 +222,7 @@ def test_presets_and_custom_endpoints() -> None:
     with pytest.raises(ValueError, match="https"):
         oauth.provider(token_endpoint="http://127.0.0.1:1/token")  # noqa: S106 (a URL)
     with pytest.raises(ValueError, match="https"):
-        oauth.provider(token_endpoint="http://example.com/token", allow_loopback_http=True)  # noqa: S106
+        oauth.provider(token_endpoint="http://example.com/token", policy=LOOPBACK_ALLOWED)  # noqa: S106
     with pytest.raises(ValueError, match="unknown OAuth2 provider"):
         oauth.provider("yahoo")
 

@@ -24,6 +24,7 @@ from infra.components.database_settings import DatabaseSettingsProvider
 from infra.components.encryption import EncryptionKeysProvider, StoredSecretsProvider
 from infra.components.migrations import MigrationsProvider
 from infra.components.secrets import GeneratedSecretProvider
+from infra.components.service_keys import ServiceKeysProvider
 from infra.dbpassword import Login
 
 MOCK_REVISION = "mock-head"
@@ -86,6 +87,8 @@ class ProgramMocks(pulumi.runtime.Mocks):
                 return f"{args.name}-id", {**inputs, "url": login.url(inputs["password"])}
             if isinstance(provider, EncryptionKeysProvider):
                 return f"{args.name}-id", {**inputs, "keys": inputs["configured"]}
+            if isinstance(provider, ServiceKeysProvider):
+                return f"{args.name}-id", {**inputs, "previous": ""}
             if isinstance(provider, StoredSecretsProvider):
                 return f"{args.name}-id", {"database_url": inputs["database_url"], "reencrypted": 0}
             raise AssertionError(f"unexpected dynamic provider {type(provider).__name__}")

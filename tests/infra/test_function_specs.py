@@ -26,6 +26,7 @@ CONFIG = SyncFunctionConfig(
     service_key="k" * 40,
     jwt_secret="j" * 40,
     encryption_key="e" * 44,
+    service_key_previous="o" * 40,
     port=8123,
 )
 
@@ -38,6 +39,7 @@ def test_serve_spec() -> None:
     assert spec.env == {
         "DATABASE_URL": CONFIG.database_url,
         "AUTOSYNC_SERVICE_KEY": CONFIG.service_key,
+        "AUTOSYNC_SERVICE_KEY_PREVIOUS": CONFIG.service_key_previous,
         "AUTOSYNC_JWT_SECRET": CONFIG.jwt_secret,
         "AUTOSYNC_ENCRYPTION_KEY": CONFIG.encryption_key,
         "AUTOSYNC_HOST": "127.0.0.1",
@@ -60,8 +62,20 @@ def test_worker_spec() -> None:
 
 def test_secret_env_names_exactly_the_secrets() -> None:
     spec = sync_function_container(CONFIG, role="serve")
-    secret_values = {CONFIG.database_url, CONFIG.service_key, CONFIG.jwt_secret, CONFIG.encryption_key}
+    secret_values = {
+        CONFIG.database_url,
+        CONFIG.service_key,
+        CONFIG.service_key_previous,
+        CONFIG.jwt_secret,
+        CONFIG.encryption_key,
+    }
     assert {key for key, value in spec.env.items() if value in secret_values} == spec.secret_env
+
+
+def test_no_rotation_under_way_leaves_the_previous_key_empty() -> None:
+    spec = sync_function_container(dataclasses.replace(CONFIG, service_key_previous=""), role="worker")
+    # Empty means "none" to the service (sync_function/config.py), so the variable is always there.
+    assert spec.env["AUTOSYNC_SERVICE_KEY_PREVIOUS"] == ""
 
 
 def test_unknown_role() -> None:

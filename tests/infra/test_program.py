@@ -21,6 +21,7 @@ GENERATED = f"pulumi-python:{GeneratedSecret._resource_type_name}"
 DB_LOGIN = "pulumi-python:dynamic/autosync:DatabasePassword"
 KEYS = "pulumi-python:dynamic/autosync:EncryptionKeys"
 STORED = "pulumi-python:dynamic/autosync:StoredSecrets"
+SERVICE_KEYS = "pulumi-python:dynamic/autosync:ServiceKeys"
 
 KEY = "s" * 48
 FERNET_NEW = generate("fernet", 32)
@@ -63,7 +64,7 @@ def test_default_stack_declares_the_whole_graph(run_program) -> None:  # type: i
         assert monitor.by_name(child).parent == function.urn
 
 
-def test_order_database_migrations_settings_function(run_program) -> None:  # type: ignore[no-untyped-def]
+def test_order_database_migrations_function_settings(run_program) -> None:  # type: ignore[no-untyped-def]
     monitor = run_program().monitor
     container = monitor.by_name("postgres-container")
     migrations = monitor.by_name("migrations")
@@ -71,10 +72,37 @@ def test_order_database_migrations_settings_function(run_program) -> None:  # ty
     assert container.plain("wait") is True  # created only once healthy
     assert container.urn in migrations.dependencies
     assert migrations.urn in settings.dependencies
-    assert settings.urn in monitor.by_name("sync-function").dependencies
-    # The containers themselves wait too, not only their component.
+    assert migrations.urn in monitor.by_name("sync-function").dependencies
+    # The containers themselves wait too, not only their component; and the database gets the
+    # service key only once they run (accepting it): a rotation refuses no pg_cron run.
     for name in ("sync-function-serve", "sync-function-worker-1"):
-        assert settings.urn in monitor.by_name(name).dependencies
+        assert migrations.urn in monitor.by_name(name).dependencies
+        assert monitor.by_name(name).urn in settings.dependencies, name
+
+
+def test_service_keys_before_the_containers(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program({"serviceKey": KEY}, secret={"serviceKey"}).monitor
+    keys = monitor.by_name("service-keys")
+    assert keys.type == SERVICE_KEYS
+    assert monitor.by_name("migrations").urn in keys.dependencies  # it reads the private store
+    assert keys.is_secret("current") and keys.is_secret("database_url")
+    assert keys.plain("current") == KEY
+    for name in ("sync-function-serve", "sync-function-worker-1"):
+        container = monitor.by_name(name)
+        assert keys.urn in container.dependencies, name
+        env = container.plain("envs")
+        assert f"AUTOSYNC_SERVICE_KEY={KEY}" in env
+        # The mocks' ServiceKeys answers "no rotation under way": the variable is there, empty.
+        assert "AUTOSYNC_SERVICE_KEY_PREVIOUS=" in env
+        assert container.is_secret("envs")
+
+
+def test_existing_function_has_no_service_keys(run_program) -> None:  # type: ignore[no-untyped-def]
+    monitor = run_program(
+        {"functionUrl": "https://sync.example.com", "serviceKey": KEY}, secret={"serviceKey"}
+    ).monitor
+    assert monitor.by_type(SERVICE_KEYS) == []
+    assert monitor.by_name("migrations").urn in monitor.by_name("database-settings").dependencies
 
 
 def test_the_image_builds_without_waiting_for_the_database(run_program) -> None:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ secrets in Configure; the first test pins that.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ from infra.components.database_settings import DatabaseSettingsProvider, key_dig
 from infra.components.encryption import EncryptionKeysProvider, StoredSecretsProvider
 from infra.components.migrations import MigrationsProvider, versions_hash
 from infra.components.secrets import GeneratedSecretProvider
+from infra.components.service_keys import ServiceKeysProvider
 from infra.containers import REPO_ROOT, PostgresConfig
 from sync_function import crypto
 from tests.infra.provider_host import (
@@ -119,6 +121,55 @@ def test_database_settings(host: ProviderHost, database_url: str) -> None:
         host.delete(provider, id_, outs)
         assert dbsettings.function_url(database_url) is None
         assert not dbsettings.service_key_is_set(database_url)
+    finally:
+        dbsettings.reset(database_url)
+
+
+@pytest.mark.docker
+def test_service_keys_rotation(host: ProviderHost, database_url: str) -> None:
+    """The previous key is whatever the database holds until it holds the stack's key: the function
+    accepts it while DatabaseSettings (after the containers) has not stored the new one yet."""
+    provider = ServiceKeysProvider()
+    old, new = "o" * 40, "n" * 40
+    props = {"database_url": database_url, "current": old, "previous": None}
+    store = functools.partial(dbsettings.configure, database_url, function_url="http://127.0.0.1:8000")
+    try:
+        dbsettings.reset(database_url)
+        inputs, failures = host.check(provider, {}, {**props, "database_url": UNKNOWN})
+        assert failures == [] and inputs["database_url"] == UNKNOWN
+
+        # A new stack: nothing stored yet, nothing else to accept.
+        id_, outs = host.create(provider, props)
+        assert outs["previous"] == "" and outs["current"] == old
+        store(service_key=old)  # DatabaseSettings, after the containers
+        assert host.diff(provider, id_, outs, props).changes is False
+
+        # Rotation: a preview while the new key is being generated, then the up.
+        assert host.diff(provider, id_, outs, {**props, "current": UNKNOWN}).changes
+        rotating = {**props, "current": new}
+        assert host.diff(provider, id_, outs, rotating).changes
+        outs = host.update(provider, id_, outs, rotating)
+        assert (outs["current"], outs["previous"]) == (new, old)
+        # The up stopped before the database got the new key: the next up keeps accepting the old one.
+        assert host.diff(provider, id_, outs, rotating).changes is False
+        # A database that cannot be asked keeps it too (the safe side).
+        closed = "postgresql://nobody:nothing@127.0.0.1:9/none?connect_timeout=2"
+        assert (
+            host.diff(
+                provider, id_, {**outs, "database_url": closed}, {**rotating, "database_url": closed}
+            ).changes
+            is False
+        )
+
+        store(service_key=new)
+        # The next up drops the old key: the containers are replaced once more, with the new key alone.
+        assert host.diff(provider, id_, outs, rotating).changes
+        outs = host.update(provider, id_, outs, rotating)
+        assert (outs["current"], outs["previous"]) == (new, "")
+        assert host.diff(provider, id_, outs, rotating).changes is False
+        assert host.read(provider, id_, outs) == (id_, outs)
+        host.delete(provider, id_, outs)
+        assert dbsettings.service_key_is_set(database_url), "delete leaves the database's key alone"
     finally:
         dbsettings.reset(database_url)
 
