@@ -41,8 +41,8 @@ function placeErrors(message, fields) {
     if (match) {
       const location = match[1].split(".").filter((piece) => !/^\d+$/.test(piece)).join(".");
       const words = match[2].replace(/^Value error, /, "");
-      // "oauth2: token_endpoint must be …" names the field in its first word.
-      id = fields[`${location}.${words.split(" ")[0]}`] || fields[location] || null;
+      // "oauth2: token_endpoint must be …" and "oauth2: token_endpoint: …" name the field in their first word.
+      id = fields[`${location}.${words.split(" ")[0].replace(/:$/, "")}`] || fields[location] || null;
       if (id && (!$(id) || $(id).closest("[disabled]"))) id = null;
       // A prefix that is no field ("imap.example.com: …") stays part of the message.
       if (id || location === "body") text = words;
