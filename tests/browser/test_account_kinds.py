@@ -346,6 +346,10 @@ def test_the_page_places_each_api_error_under_the_field_it_names_and_keeps_the_r
         assert place("oauth2: token_endpoint must be an https URL")["placed"] == [
             ["acc-oauth-endpoint", "token_endpoint must be an https URL"]
         ]
+        # The destination check's form: the field's name, a colon, then the reason.
+        assert place("oauth2: token_endpoint: must be an https URL")["placed"] == [
+            ["acc-oauth-endpoint", "token_endpoint: must be an https URL"]
+        ]
         # Whole-body rules and messages that merely contain a colon stay whole, in the status line.
         assert place("body: Value error, give either password or oauth2") == {
             "placed": [],
