@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from logging.config import fileConfig
@@ -35,6 +36,20 @@ def database_url() -> str:
     return str(url)
 
 
+# What revisions RAISE (WARNING: a seed setting moved, an interval mapped; NOTICE: kept as found) is
+# part of the upgrade's output: psycopg drops server notices unless a handler takes them.
+notices = logging.getLogger("alembic.runtime.postgres")
+
+
+def log_notice(diagnostic) -> None:  # type: ignore[no-untyped-def]
+    severity = str(diagnostic.severity_nonlocalized or diagnostic.severity or "NOTICE")
+    level = logging.WARNING if severity == "WARNING" else logging.INFO
+    message = str(diagnostic.message_primary)
+    if diagnostic.message_hint:
+        message += f" (hint: {diagnostic.message_hint})"
+    notices.log(level, "%s", message)
+
+
 def run_migrations_offline() -> None:
     # Offline SQL needs only the dialect; a URL is used when one is given.
     url = config.attributes.get("database_url") or os.environ.get("DATABASE_URL")
@@ -52,6 +67,7 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(sqlalchemy_url(database_url()), poolclass=NullPool)
     with engine.connect() as connection:
+        connection.connection.driver_connection.add_notice_handler(log_notice)  # type: ignore[union-attr]
         context.configure(connection=connection, transaction_per_migration=True)
         with context.begin_transaction():
             context.run_migrations()
