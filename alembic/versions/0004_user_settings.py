@@ -245,7 +245,12 @@ BEGIN
                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index AS i
                                    WHERE i.indrelid = t AND i.indisprimary AND a.attnum = ANY (i.indkey)) LOOP
         EXECUTE format('ALTER TABLE public.user_settings ALTER COLUMN %I DROP NOT NULL', entry.attname);
-        undo := array_prepend(format('ALTER TABLE public.user_settings ALTER COLUMN %I SET NOT NULL', entry.attname), undo);
+        -- Rows the service wrote since have no value there: then the column stays nullable, and says so.
+        undo := array_prepend(format(
+            'DO $u$ BEGIN IF EXISTS (SELECT 1 FROM public.user_settings WHERE %1$I IS NULL) THEN '
+            'RAISE WARNING ''public.user_settings.%1$s stays nullable: rows written since the upgrade have no value''; '
+            'ELSE ALTER TABLE public.user_settings ALTER COLUMN %1$I SET NOT NULL; END IF; END $u$',
+            entry.attname), undo);
         RAISE WARNING 'public.user_settings.% may now be NULL: the service does not write it', entry.attname;
     END LOOP;
 

@@ -87,9 +87,11 @@ DECLARE
     moved_to text;
     foreign_owners text;
 BEGIN
-    IF to_regclass('autosync_seed.adopted') IS NULL
-       OR NOT EXISTS (SELECT 1 FROM autosync_seed.adopted AS a
-                      WHERE a.step IN ('user_settings', 'auto_sync_jobs')) THEN
+    -- Two statements: PL/pgSQL plans a whole condition, and the table may not exist.
+    IF to_regclass('autosync_seed.adopted') IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM autosync_seed.adopted AS a WHERE a.step IN ('user_settings', 'auto_sync_jobs')) THEN
         RETURN;
     END IF;
     SELECT string_agg(DISTINCT j.username, ', ') INTO foreign_owners
@@ -98,9 +100,9 @@ BEGIN
         RAISE EXCEPTION 'the seed''s auto-sync jobs belong to %, not to %: pg_cron would keep them beside '
                         'the moved ones', foreign_owners, current_user
             USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('Run the upgrade as the role that ran the seed''s migration, or an administrator '
-                                'runs: UPDATE cron.job SET username = %L WHERE jobname LIKE ''auto-sync-%%'';',
-                                current_user);
+                  HINT = 'Run the upgrade as the role that ran the seed''s migration, or an administrator runs: '
+                         'UPDATE cron.job SET username = ' || quote_literal(current_user)
+                         || ' WHERE jobname LIKE ''auto-sync-%'';';
     END IF;
 
     -- Auto-sync on: the same job, moved to the user's staggered schedule and this project's command.

@@ -24,6 +24,7 @@ from tests.support.managed import ADMIN_SETUP, OWNER, OWNER_PASSWORD, prepare
 
 pytestmark = pytest.mark.docker
 
+
 def test_upgrade_and_downgrade_as_a_non_superuser_owner(fresh_postgres: PostgresConfig) -> None:
     url = prepare(fresh_postgres)
     with psycopg.connect(url) as conn:

@@ -1,0 +1,253 @@
+"""Upgrading a seed installation: every user's choice and schedule kept, tables adopted, jobs moved.
+
+The database is built first as the seed's migration left it (tests/support/seed.py says what was
+assumed about its shape), then `alembic upgrade head` runs on it, and the test checks that nothing
+was lost; then that the downgrade to before the adoption gives the seed back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import uuid
+
+import psycopg
+import pytest
+
+from infra import migrations
+from sync_function import doctor, preferences
+from tests.support.db import cron_jobs, job_rows
+from tests.support.seed import SIGNATURES, STALE, SeedInstallation, SeedUser, seed_rows
+
+pytestmark = pytest.mark.docker
+
+# The revision before 0004, which adopts the seed's first table: downgrading there undoes the adoption.
+BEFORE_ADOPTION = "0003"
+
+
+def upgrade_logged(url: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Upgrade to head; the server's warnings as Alembic logged them."""
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="alembic.runtime.postgres"):
+        assert migrations.upgrade(url) == migrations.head()
+    return [r.getMessage() for r in caplog.records if r.name == "alembic.runtime.postgres"]
+
+
+def supported(conn: psycopg.Connection) -> list[int]:
+    row = conn.execute("SELECT public.auto_sync_supported_intervals()").fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def documented_interval(seed_interval: int, intervals: list[int]) -> int:
+    """The README's rule: the longest supported interval not longer than the seed's (at least the shortest)."""
+    return max([m for m in intervals if m <= seed_interval] or [intervals[0]])
+
+
+def oid(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def check_adopted(seed: SeedInstallation, log: list[str]) -> None:
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        intervals = supported(conn)
+        assert {t: oid(conn, t) for t in seed.table_oids} == seed.table_oids, "tables were recreated"
+
+        settings = {
+            user: (enabled, minutes)
+            for user, enabled, minutes in conn.execute(
+                "SELECT user_id, enabled, interval_minutes FROM public.user_settings"
+            ).fetchall()
+        }
+        expected = {
+            user: (before.enabled, documented_interval(before.interval, intervals))
+            for user, before in seed.users.items()
+        }
+        assert settings == expected
+
+        # Same names and argument types, one function each, this project's bodies (search_path '').
+        for signature in SIGNATURES:
+            name = signature.split("(")[0].split(".")[1]
+            found = conn.execute(
+                "SELECT p.oid::regprocedure::text, p.proconfig FROM pg_proc AS p "
+                "WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s",
+                (name,),
+            ).fetchall()
+            assert len(found) == 1, found
+            assert found[0][0] == signature.removeprefix("public.").replace(", ", ",")
+            assert found[0][1] == ['search_path=""'], f"{signature} is still the seed's"
+
+        # Each scheduled user keeps their pg_cron job (same jobid), on their staggered schedule.
+        jobs = cron_jobs(conn)
+        scheduled = {user: before for user, before in seed.users.items() if before.enabled}
+        assert set(jobs) == {f"auto-sync-{user}" for user in scheduled}
+        for user, before in scheduled.items():
+            jobid, schedule, command, active = jobs[f"auto-sync-{user}"]
+            row = conn.execute(
+                "SELECT public.auto_sync_cron_schedule(%s, %s)", (user, expected[user][1])
+            ).fetchone()
+            assert (jobid, schedule, command, active) == (
+                before.job_id,
+                row[0] if row else None,
+                f"SELECT public.trigger_auto_sync('{user}'::uuid)",
+                True,
+            )
+        assert job_rows(conn) == {
+            user: (before.job_id, expected[user][1]) for user, before in scheduled.items()
+        }
+
+        # Unsupported intervals, reported per user: in the migration's log and by doctor.
+        moved = {
+            user: (before.interval, expected[user][1])
+            for user, before in seed.users.items()
+            if before.interval not in intervals
+        }
+        assert moved, "the seed must hold unsupported intervals for this test to mean anything"
+        for user, (was, now) in moved.items():
+            line = f"user {user}: auto-sync interval {was} min is not supported; now every {now} min"
+            assert any(line in entry for entry in log), f"{line!r} not in the upgrade's log"
+        for user in scheduled:
+            assert any(entry.startswith(f"user {user}: auto-sync job ") for entry in log), user
+        report = {m.user_id: (m.seed_interval, m.interval_minutes) for m in doctor.seed_intervals(conn)}
+        assert report == moved
+        assert doctor.find_drift(conn) == []
+
+
+def test_the_seed_is_adopted_and_nothing_is_lost(
+    seed_installation: SeedInstallation, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed = seed_installation
+    log = upgrade_logged(seed.url, caplog)
+    check_adopted(seed, log)
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        # The seed's settings GUCs moved too (revision 0024): the key to the private store.
+        assert conn.execute("SELECT key FROM autosync_private.service_key").fetchone() == (seed.service_key,)
+        # The service's own save works on the adopted table, as service_role; a user who chooses again
+        # leaves doctor's report.
+        user = next(u for u, b in seed.users.items() if (b.enabled, b.interval) == (False, 45))
+        assert user in {m.user_id for m in doctor.seed_intervals(conn)}
+        conn.execute("SET ROLE service_role")
+        with conn.transaction():
+            preferences.save_preference(conn, user_id=user, enabled=True, interval_minutes=20)
+        conn.execute("RESET ROLE")
+        assert job_rows(conn)[user][1] == 20
+        assert user not in {m.user_id for m in doctor.seed_intervals(conn)}
+        assert doctor.find_drift(conn) == []
+
+
+def test_doctor_lists_the_moved_users(
+    seed_installation: SeedInstallation, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed = seed_installation
+    upgrade_logged(seed.url, caplog)
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        # Loopback, nothing listening: doctor's reachability check fails fast without leaving the machine.
+        conn.execute("SELECT autosync_private.set_sync_function_url('http://127.0.0.1:9')")
+        intervals = supported(conn)
+    result = subprocess.run(
+        [sys.executable, "-m", "sync_function.cli", "doctor"],
+        env={"PATH": os.environ.get("PATH", ""), "DATABASE_URL": seed.url, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "intervals moved when the seed was adopted" in result.stdout, result.stdout + result.stderr
+    table = result.stdout.split("intervals moved when the seed was adopted", 1)[1]
+    for user, before in seed.users.items():
+        if before.interval not in intervals:
+            line = next(line for line in table.splitlines() if str(user) in line)
+            now = documented_interval(before.interval, intervals)
+            assert f"{before.interval} min" in line and f"{now} min" in line, line
+
+
+def test_downgrade_gives_the_seed_back(
+    seed_installation: SeedInstallation, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed = seed_installation
+    upgrade_logged(seed.url, caplog)
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        # A user who signs up after the upgrade and turns auto-sync on: kept by the downgrade too.
+        newcomer = uuid.uuid4()
+        conn.execute(
+            "INSERT INTO auth.users (id, email) VALUES (%s, %s)", (newcomer, f"{newcomer}@seed.example")
+        )
+        with conn.transaction():
+            preferences.save_preference(conn, user_id=newcomer, enabled=True, interval_minutes=30)
+
+    assert migrations.downgrade(seed.url, BEFORE_ADOPTION) == BEFORE_ADOPTION
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        assert {t: oid(conn, t) for t in seed.table_oids} == seed.table_oids
+        rows = seed_rows(conn, seed.variant)
+        assert rows == {user: (b.enabled, b.interval) for user, b in seed.users.items()} | {
+            newcomer: (True, 30)
+        }
+        # The seed's functions are back (its parameter names and void results).
+        for signature in SIGNATURES:
+            row = conn.execute(
+                "SELECT prorettype::regtype::text, proargnames[1] FROM pg_proc WHERE oid = to_regprocedure(%s)",
+                (signature,),
+            ).fetchone()
+            assert row == ("void", "p_user_id"), signature
+        # Every seed job on its old schedule and command, the one removed (auto-sync off) back too.
+        jobs = cron_jobs(conn)
+        for user, before in seed.users.items():
+            if before.job_id is None:
+                continue
+            _, schedule, command, _ = jobs[f"auto-sync-{user}"]
+            assert (schedule, command) == (before.schedule, f"SELECT trigger_auto_sync('{user}')"), user
+            if (before.enabled, before.interval) != STALE:
+                assert jobs[f"auto-sync-{user}"][0] == before.job_id
+        newcomer_job = jobs[f"auto-sync-{newcomer}"][0]  # a job scheduled since the upgrade stays
+        assert conn.execute("SELECT to_regnamespace('autosync_seed')").fetchone() == (None,)
+        # The seed's own scheduling function works on its tables again.
+        user = next(u for u, b in seed.users.items() if b.enabled)
+        conn.execute("SELECT public.schedule_auto_sync(%s, 10)", (user,))
+        assert cron_jobs(conn)[f"auto-sync-{user}"][1] == "*/10 * * * *"
+        conn.execute("SELECT public.schedule_auto_sync(%s, %s)", (user, seed.users[user].interval))
+
+    # And up again: adopted a second time, as the first.
+    log = upgrade_logged(seed.url, caplog)
+    seed.users[newcomer] = SeedUser(True, 30, newcomer_job, None)
+    check_adopted(seed, log)
+
+
+def test_a_non_superuser_owner_adopts_the_seed(
+    managed_seed_installation: SeedInstallation, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed = managed_seed_installation
+    with psycopg.connect(seed.url) as conn:
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (
+            False,
+        )
+    log = upgrade_logged(seed.url, caplog)
+    check_adopted(seed, log)
+    assert migrations.downgrade(seed.url, BEFORE_ADOPTION) == BEFORE_ADOPTION
+    with psycopg.connect(seed.url) as conn:
+        assert seed_rows(conn, seed.variant) == {
+            user: (b.enabled, b.interval) for user, b in seed.users.items()
+        }
+
+
+def test_jobs_of_another_role_stop_the_upgrade_with_the_statement_to_run(
+    seed_installation: SeedInstallation,
+) -> None:
+    """pg_cron names jobs per role: moving another role's job would leave the seed's beside ours."""
+    seed = seed_installation
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE seed_admin NOLOGIN")
+        conn.execute(
+            "UPDATE cron.job SET username = 'seed_admin' WHERE jobid = %s",
+            (next(b.job_id for b in seed.users.values() if b.enabled),),
+        )
+    with pytest.raises(Exception, match="belong to seed_admin") as caught:
+        migrations.upgrade(seed.url)
+    cause = caught.value.__cause__ or caught.value
+    hint = str(getattr(getattr(cause, "diag", None), "message_hint", ""))
+    assert "UPDATE cron.job SET username = 'postgres' WHERE jobname LIKE 'auto-sync-%';" in hint, hint
+    # Each revision runs in its own transaction: the ones before the jobs' move stay applied, nothing of it.
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM cron.job WHERE schedule LIKE '%-59/%'").fetchone() == (0,)
