@@ -251,9 +251,7 @@ def build_seed(url: str, database: str, *, variant: str = "supabase") -> SeedIns
             job = conn.execute(
                 "SELECT jobid, schedule FROM cron.job WHERE jobname = %s", (f"auto-sync-{user}",)
             ).fetchone()
-            seed.users[user] = SeedUser(
-                enabled, interval, job[0] if job else None, job[1] if job else None
-            )
+            seed.users[user] = SeedUser(enabled, interval, job[0] if job else None, job[1] if job else None)
         for table in ("user_settings", "auto_sync_jobs"):
             row = conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()
             assert row is not None
