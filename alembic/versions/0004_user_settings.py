@@ -59,6 +59,15 @@ BEGIN
     IF t IS NULL THEN
         RETURN;
     END IF;
+    -- Adopting changes the table: only its owner may. Say who that is instead of a bare permission error.
+    IF NOT pg_catalog.pg_has_role(current_user, (SELECT c.relowner FROM pg_catalog.pg_class AS c WHERE c.oid = t),
+                                  'USAGE') THEN
+        RAISE EXCEPTION 'public.user_settings (the seed''s) belongs to %, not to %: it cannot be adopted',
+            (SELECT c.relowner::regrole FROM pg_catalog.pg_class AS c WHERE c.oid = t), current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('Run the upgrade as the role that ran the seed''s migration, or an administrator '
+                                'runs: ALTER TABLE public.user_settings OWNER TO %I;', current_user);
+    END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
                    WHERE a.attrelid = t AND a.attname = 'user_id' AND NOT a.attisdropped
                      AND a.atttypid = 'uuid'::regtype) THEN

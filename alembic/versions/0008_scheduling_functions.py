@@ -65,6 +65,14 @@ BEGIN
         IF found.proacl IS NOT NULL THEN
             undo := array_prepend(format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', found.signature), undo);
         END IF;
+        IF NOT pg_catalog.pg_has_role(current_user, found.proowner, 'USAGE') THEN
+            RAISE EXCEPTION 'the seed''s function % belongs to %, not to %: it cannot be replaced',
+                found.signature, found.proowner::regrole, current_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('Run the upgrade as the role that ran the seed''s migration, or an '
+                                    'administrator runs: ALTER FUNCTION %s OWNER TO %I;',
+                                    found.signature, current_user);
+        END IF;
         undo := array_prepend(pg_catalog.pg_get_functiondef(found.oid), undo);
         EXECUTE format('DROP FUNCTION %s', found.signature);
         RAISE WARNING 'the seed''s function % was replaced by this project''s', found.signature;

@@ -17,9 +17,11 @@ import psycopg
 import pytest
 
 from infra import migrations
+from infra.containers import PostgresConfig
 from sync_function import doctor, preferences
-from tests.support.db import cron_jobs, job_rows
-from tests.support.seed import SIGNATURES, STALE, SeedInstallation, SeedUser, seed_rows
+from tests.support import managed
+from tests.support.db import catalog_snapshot, cron_jobs, job_rows
+from tests.support.seed import SIGNATURES, STALE, SeedInstallation, SeedUser, build_seed, seed_rows
 
 pytestmark = pytest.mark.docker
 
@@ -251,3 +253,57 @@ def test_jobs_of_another_role_stop_the_upgrade_with_the_statement_to_run(
     # Each revision runs in its own transaction: the ones before the jobs' move stay applied, nothing of it.
     with psycopg.connect(seed.url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM cron.job WHERE schedule LIKE '%-59/%'").fetchone() == (0,)
+
+
+def test_tables_of_another_role_stop_the_upgrade_with_the_statement_to_run(
+    fresh_postgres: PostgresConfig,
+) -> None:
+    """The seed ran as the superuser; the upgrade runs as a managed owner: it names the ALTER … OWNER to run."""
+    build_seed(fresh_postgres.url, fresh_postgres.database)
+    url = managed.prepare(fresh_postgres)
+    with psycopg.connect(fresh_postgres.url, autocommit=True) as conn:
+        # As on Supabase, where the migration role may read and reference Supabase's users.
+        conn.execute(f"GRANT USAGE ON SCHEMA auth TO {managed.OWNER}")  # type: ignore[arg-type]
+        conn.execute(f"GRANT SELECT, REFERENCES ON auth.users TO {managed.OWNER}")  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="belongs to postgres, not to autosync_owner") as caught:
+        migrations.upgrade(url)
+    cause = caught.value.__cause__ or caught.value
+    hint = str(getattr(getattr(cause, "diag", None), "message_hint", ""))
+    assert f"ALTER TABLE public.user_settings OWNER TO {managed.OWNER};" in hint, hint
+    assert migrations.current(url) == BEFORE_ADOPTION
+
+
+def test_each_revision_round_trips_on_the_seed_and_the_way_down_ends_at_the_seed(
+    fresh_postgres: PostgresConfig,
+) -> None:
+    """Step by step from head down to before the adoption: each step down and up again is a round trip,
+    and at the bottom the catalog is the seed's again, but for what 0001-0003 add and the key GUC."""
+    url = fresh_postgres.url
+    build_seed(url, fresh_postgres.database)
+    seed_catalog = snapshot(url)
+    migrations.upgrade(url)
+    while (current := migrations.current(url)) != BEFORE_ADOPTION:
+        before = snapshot(url)
+        migrations.downgrade(url, "-1")
+        migrations.upgrade(url, "+1")
+        again = snapshot(url)
+        # 0006's downgrade resets the function URL, which only 0024 (from the seed's GUC) or an operator sets.
+        before.pop("database_settings"), again.pop("database_settings")
+        assert again == before, f"revision {current}: downgrade then upgrade is not a round trip"
+        migrations.downgrade(url, "-1")
+    after = snapshot(url)
+    # What 0001-0003 add (the interval functions) and what no downgrade puts back (the key in a GUC).
+    added = ("auto_sync_supported_intervals", "auto_sync_check_interval", "auto_sync_cron_schedule")
+    for name in ("functions", "function_grants"):
+        after[name] = [row for row in after[name] if not any(f in str(row[1]) for f in added)]
+    seed_catalog["database_settings"] = [
+        row
+        for row in seed_catalog["database_settings"]
+        if not str(row[0]).startswith("app.settings.service_role_key=")
+    ]
+    assert after == seed_catalog
+
+
+def snapshot(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return catalog_snapshot(conn)
