@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +22,7 @@ from infra.containers import PostgresConfig
 from sync_function import doctor, preferences
 from tests.support import managed
 from tests.support.db import catalog_snapshot, cron_jobs, job_rows
-from tests.support.seed import SIGNATURES, STALE, SeedInstallation, SeedUser, build_seed, seed_rows
+from tests.support.seed import RENAMED, SIGNATURES, STALE, SeedInstallation, SeedUser, build_seed, seed_rows
 
 pytestmark = pytest.mark.docker
 
@@ -54,10 +55,30 @@ def oid(conn: psycopg.Connection, table: str) -> int:
     return int(row[0])
 
 
+def table_rows(conn: psycopg.Connection, table: str) -> dict[uuid.UUID, dict[str, Any]]:
+    """A table's rows as JSON, by user."""
+    query = psycopg.sql.SQL("SELECT t.user_id, to_jsonb(t) FROM {} AS t").format(
+        psycopg.sql.Identifier("public", table)
+    )
+    return dict(conn.execute(query).fetchall())
+
+
 def check_adopted(seed: SeedInstallation, log: list[str]) -> None:
     with psycopg.connect(seed.url, autocommit=True) as conn:
         intervals = supported(conn)
         assert {t: oid(conn, t) for t in seed.table_oids} == seed.table_oids, "tables were recreated"
+
+        # Every seed row kept, every value of it, under this project's column names (intervals aside).
+        for table, images in seed.rows.items():
+            current = table_rows(conn, table)
+            for user, image in images.items():
+                if table == "auto_sync_jobs" and not seed.users[user].enabled:
+                    assert user not in current, "a job row of a user with auto-sync off stays"
+                    continue
+                kept = {
+                    RENAMED.get(c, c): v for c, v in image.items() if RENAMED.get(c, c) != "interval_minutes"
+                }
+                assert {c: current[user][c] for c in kept} == kept, (table, user)
 
         settings = {
             user: (enabled, minutes)
@@ -183,6 +204,18 @@ def test_downgrade_gives_the_seed_back(
     assert migrations.downgrade(seed.url, BEFORE_ADOPTION) == BEFORE_ADOPTION
     with psycopg.connect(seed.url, autocommit=True) as conn:
         assert {t: oid(conn, t) for t in seed.table_oids} == seed.table_oids
+        # Every seed row back as it was, column for column (the re-created job of a user with auto-sync
+        # off has a new job id).
+        for table, images in seed.rows.items():
+            current = table_rows(conn, table)
+            for user, image in images.items():
+                if (
+                    table == "auto_sync_jobs"
+                    and (seed.users[user].enabled, seed.users[user].interval) == STALE
+                ):
+                    image = {c: v for c, v in image.items() if c not in RENAMED}
+                assert {c: current[user][c] for c in image} == image, (table, user)
+                assert set(current[user]) == set(images[user]), f"{table}: columns left behind or lost"
         rows = seed_rows(conn, seed.variant)
         assert rows == {user: (b.enabled, b.interval) for user, b in seed.users.items()} | {
             newcomer: (True, 30)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -106,6 +107,14 @@ TABLES = {
 COLUMNS = {
     "supabase": {"enabled": "auto_sync_enabled", "interval": "auto_sync_interval_minutes", "job": "job_id"},
     "plain": {"enabled": "enabled", "interval": "interval_minutes", "job": "jobid"},
+}
+
+# This project's name for each seed column that adoption renames.
+RENAMED = {
+    "auto_sync_enabled": "enabled",
+    "auto_sync_interval_minutes": "interval_minutes",
+    "job_id": "cron_job_id",
+    "jobid": "cron_job_id",
 }
 
 POLICIES = [
@@ -213,6 +222,8 @@ class SeedInstallation:
     service_key: str
     users: dict[uuid.UUID, SeedUser] = field(default_factory=dict)
     table_oids: dict[str, int] = field(default_factory=dict)
+    # Every row of the seed's two tables as JSON, by user: what adoption must keep.
+    rows: dict[str, dict[uuid.UUID, dict[str, Any]]] = field(default_factory=dict)
     function_url: str = "https://seed-project.supabase.co"
 
 
@@ -256,6 +267,13 @@ def build_seed(url: str, database: str, *, variant: str = "supabase") -> SeedIns
             row = conn.execute("SELECT %s::regclass::oid", (f"public.{table}",)).fetchone()
             assert row is not None
             seed.table_oids[table] = int(row[0])
+            seed.rows[table] = dict(
+                conn.execute(
+                    sql.SQL("SELECT t.user_id, to_jsonb(t) FROM {} AS t").format(
+                        sql.Identifier("public", table)
+                    )
+                ).fetchall()
+            )
     return seed
 
 
