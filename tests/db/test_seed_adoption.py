@@ -140,12 +140,33 @@ def check_adopted(seed: SeedInstallation, log: list[str]) -> None:
         assert doctor.find_drift(conn) == []
 
 
+def grants(url: str) -> dict[str, set[tuple]]:
+    """Who may do what on this project's tables and functions (Supabase's own auth schema left out)."""
+    with psycopg.connect(url) as conn:
+        found = catalog_snapshot(conn)
+        defaults = conn.execute(
+            "SELECT defaclnamespace::regnamespace::text, defaclobjtype, defaclacl::text FROM pg_default_acl"
+        ).fetchall()
+    return {
+        "tables": {row for row in found["table_grants"] if row[0] != "auth"},
+        "functions": {row for row in found["function_grants"] if row[0] != "auth"},
+        "defaults": set(defaults),
+    }
+
+
 def test_the_seed_is_adopted_and_nothing_is_lost(
-    seed_installation: SeedInstallation, caplog: pytest.LogCaptureFixture
+    seed_installation: SeedInstallation, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     seed = seed_installation
+    defaults = grants(seed.url)["defaults"]
     log = upgrade_logged(seed.url, caplog)
     check_adopted(seed, log)
+    # Supabase's default privileges gave the API roles nothing: the grants are a fresh database's
+    # (the session database, migrated from nothing), and the defaults are Supabase's again.
+    adopted, fresh = grants(seed.url), grants(database_url)
+    assert adopted["tables"] == fresh["tables"]
+    assert adopted["functions"] == fresh["functions"]
+    assert adopted["defaults"] == defaults
     with psycopg.connect(seed.url, autocommit=True) as conn:
         # The seed's settings GUCs moved too (revision 0024): the key to the private store.
         assert conn.execute("SELECT key FROM autosync_private.service_key").fetchone() == (seed.service_key,)

@@ -6,7 +6,8 @@ issue that describes it. Assumptions, each a plausible variant the adoption must
 - Supabase's side exists first: the roles `anon`, `authenticated`, `service_role`; the `auth` schema
   with `auth.users` (Supabase's wider column set) and `auth.uid()` reading `request.jwt.claim.sub`;
   `pg_cron`, and `http` in the `extensions` schema. Supabase grants everything in `public` to the three
-  API roles: the seed's tables and functions carry those grants.
+  API roles (default privileges of the owner): the seed's tables and functions carry those grants, and
+  so would every table and function a revision creates, but for what the migrations do about it.
 - `public.user_settings` holds each user's choice. Variant "supabase": a surrogate `id` key, `user_id`
   UNIQUE, the columns named `auto_sync_enabled` and `auto_sync_interval_minutes`, all nullable with
   defaults, and policies that let users read, insert and update their own row. Variant "plain": `user_id`
@@ -64,6 +65,10 @@ SUPABASE_SIDE = [
         )::uuid
     $$""",
     "GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role",
+    # What every Supabase project has: whatever its owner creates in public, the API roles may use.
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role",
+    "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role",
     "CREATE EXTENSION IF NOT EXISTS pg_cron",
     "CREATE SCHEMA IF NOT EXISTS extensions",
     "CREATE EXTENSION IF NOT EXISTS http WITH SCHEMA extensions",
