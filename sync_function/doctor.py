@@ -177,6 +177,7 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
             "stored" if key_set else "not stored: SELECT autosync_private.set_service_key($1)",
         )
     )
+    checks.append(users_readable_check(conn))
     if url is not None:
         checks.append(_reachable(url, timeout_s=timeout_s))
     purge = conn.execute("SELECT active FROM cron.job WHERE jobname = %s", (PURGE_JOB,)).fetchone()
@@ -263,6 +264,20 @@ def scheduling_check(conn: Connection) -> Check:
             if behind[0]
             else "keeping up"
         ),
+    )
+
+
+def users_readable_check(conn: Connection) -> Check:
+    """The service (as service_role) checks every user it acts for in auth.users. Revision 0002 grants that
+    where it creates auth.users; an auth.users that existed before (Supabase's) may not allow it."""
+    row = conn.execute("SELECT has_table_privilege('service_role', 'auth.users', 'SELECT')").fetchone()
+    readable = bool(row and row[0])
+    return Check(
+        "service_role reads auth.users",
+        readable,
+        "yes"
+        if readable
+        else "no: every request would fail; an administrator runs GRANT SELECT ON auth.users TO service_role",
     )
 
 

@@ -11,16 +11,21 @@ import logging
 import os
 import subprocess
 import sys
+import time
 import uuid
 from typing import Any
 
 import psycopg
 import pytest
 
+from harness import mailgen
+from harness.dovecot import DovecotServer
+from harness.service import WorkerThread, make_config, running_service
 from infra import migrations
 from infra.containers import PostgresConfig
 from sync_function import doctor, preferences
 from tests.support import managed
+from tests.support.api import add_account
 from tests.support.db import catalog_snapshot, cron_jobs, job_rows
 from tests.support.seed import RENAMED, SIGNATURES, STALE, SeedInstallation, SeedUser, build_seed, seed_rows
 
@@ -361,3 +366,51 @@ def test_each_revision_round_trips_on_the_seed_and_the_way_down_ends_at_the_seed
 def snapshot(url: str) -> dict[str, list[tuple]]:
     with psycopg.connect(url, autocommit=True) as conn:
         return catalog_snapshot(conn)
+
+
+def test_a_moved_seed_job_fires_and_imports(
+    seed_installation: SeedInstallation, dovecot: DovecotServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """End to end after the upgrade: the seed's own pg_cron job, moved, calls the service with the key that
+    was the seed's GUC, and the user's mail is imported."""
+    seed = seed_installation
+    upgrade_logged(seed.url, caplog)
+    user = next(u for u, b in seed.users.items() if b.enabled)
+    # The seed's key (now in the private store) is the service's key, as the README's steps say.
+    config = make_config(seed.url, service_key=seed.service_key)
+    with psycopg.connect(seed.url, autocommit=True) as conn:
+        # The seed's Supabase side did not let service_role read auth.users: doctor says what to grant.
+        check = doctor.users_readable_check(conn)
+        assert not check.ok and "GRANT SELECT ON auth.users TO service_role" in check.detail
+        conn.execute("GRANT SELECT ON auth.users TO service_role")
+        assert doctor.users_readable_check(conn).ok
+    worker = None
+    with running_service(config, imap_ssl_context=dovecot.ssl_context()) as service:
+        with psycopg.connect(seed.url, autocommit=True) as conn:
+            conn.execute("SELECT autosync_private.set_sync_function_url(%s)", (service.url,))
+        mailbox_user = add_account(service, user, dovecot)
+        dovecot.deliver(mailbox_user, [m.raw for m in mailgen.generate(3, seed=13)])
+        worker = WorkerThread(config, dovecot.ssl_context())
+        try:
+            with psycopg.connect(seed.url, autocommit=True) as conn:
+                # The seed's job itself (same jobid), brought forward so that the test need not wait a slot.
+                conn.execute("SELECT cron.alter_job(%s, schedule => '2 seconds')", (seed.users[user].job_id,))
+            deadline = time.monotonic() + 60
+            found = None
+            while time.monotonic() < deadline and (found is None or found[0] != "succeeded"):
+                with psycopg.connect(seed.url, autocommit=True) as conn:
+                    found = conn.execute(
+                        "SELECT status, messages_imported FROM public.sync_runs "
+                        "WHERE user_id = %s AND trigger = 'cron' ORDER BY queued_at DESC LIMIT 1",
+                        (user,),
+                    ).fetchone()
+                time.sleep(0.5)
+            assert found is not None and found[0] == "succeeded", found
+            with psycopg.connect(seed.url, autocommit=True) as conn:
+                assert conn.execute(
+                    "SELECT count(*) FROM public.messages WHERE user_id = %s", (user,)
+                ).fetchone() == (3,)
+        finally:
+            worker.stop()
+            with psycopg.connect(seed.url, autocommit=True) as conn:
+                conn.execute("SELECT cron.unschedule(jobid) FROM cron.job WHERE jobname LIKE 'auto-sync-%'")

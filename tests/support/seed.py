@@ -15,6 +15,7 @@ issue that describes it. Assumptions, each a plausible variant the adoption must
 - `public.auto_sync_jobs`: one row per scheduled user. "supabase": `id`, `user_id` UNIQUE, `job_id`,
   `job_name` NOT NULL, `interval_minutes`, `created_at`. "plain": `user_id` as the key, an integer
   `jobid`, `job_name` NOT NULL, `interval_minutes`, no timestamps.
+- `auth.users` as the seed found it: readable by `service_role` or not (here: not; doctor names the grant).
 - Four functions with the argument types this project kept, but the seed's parameter names (`p_…`)
   and return types (`void`): `schedule_auto_sync(uuid, integer)` creates the pg_cron job
   `auto-sync-<uuid>` with `*/N * * * *` below an hour and `0 */(N/60) * * *` from an hour (integer
