@@ -105,10 +105,23 @@ def doctor() -> None:
     with psycopg.connect(_database_url(), autocommit=True) as conn:
         results = checks.run_checks(conn)
         drift = checks.find_drift(conn)
+        moved = checks.seed_intervals(conn)
     table = Table("check", "", "detail", title="autosync doctor")
     for check in results:
         table.add_row(check.name, "[green]ok[/green]" if check.ok else "[red]FAIL[/red]", check.detail)
     Console().print(table)
+    if moved:
+        seed = Table(
+            "user", "seed interval", "now", "auto-sync", title="intervals moved when the seed was adopted"
+        )
+        for user in moved:
+            seed.add_row(
+                str(user.user_id),
+                "unset" if user.seed_interval is None else f"{user.seed_interval} min",
+                f"{user.interval_minutes} min",
+                "on" if user.enabled else "off",
+            )
+        Console().print(seed)
     if drift:
         detail = Table("problem", "user", "detail", title="schedule drift")
         for item in drift:

@@ -45,6 +45,16 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class SeedInterval:
+    """A user adopted from the seed whose unsupported interval was moved to a supported one."""
+
+    user_id: uuid.UUID
+    seed_interval: int | None
+    interval_minutes: int
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class Fix:
     action: str
     user_id: uuid.UUID | None
@@ -168,6 +178,7 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
             "stored" if key_set else "not stored: SELECT autosync_private.set_service_key($1)",
         )
     )
+    checks.append(users_readable_check(conn))
     if url is not None:
         reachable = _reachable(url, timeout_s=timeout_s)
         checks.append(reachable)
@@ -182,6 +193,7 @@ def run_checks(conn: Connection, *, timeout_s: float = 5.0) -> list[Check]:
         )
     )
     checks.append(scheduling_check(conn))
+    checks.append(seed_interval_check(seed_intervals(conn)))
     drift = find_drift(conn)
     checks.append(
         Check(
@@ -256,6 +268,43 @@ def scheduling_check(conn: Connection) -> Check:
             if behind[0]
             else "keeping up"
         ),
+    )
+
+
+def users_readable_check(conn: Connection) -> Check:
+    """The service (as service_role) checks every user it acts for in auth.users. Revision 0002 grants that
+    where it creates auth.users; an auth.users that existed before (Supabase's) may not allow it."""
+    row = conn.execute("SELECT has_table_privilege('service_role', 'auth.users', 'SELECT')").fetchone()
+    readable = bool(row and row[0])
+    return Check(
+        "service_role reads auth.users",
+        readable,
+        "yes"
+        if readable
+        else "no: every request would fail; an administrator runs GRANT SELECT ON auth.users TO service_role",
+    )
+
+
+def seed_intervals(conn: Connection) -> list[SeedInterval]:
+    """Users still on the interval the seed's adoption chose for them (revision 0004's mapping)."""
+    rows = conn.execute("SELECT * FROM public.auto_sync_seed_intervals()").fetchall()
+    return [SeedInterval(*row) for row in rows]
+
+
+def seed_interval_check(moved: list[SeedInterval]) -> Check:
+    """Information, not a failure: these users sync at a supported interval near the one they chose."""
+    if not moved:
+        return Check("seed intervals", True, "no user on a moved interval")
+    shown = ", ".join(
+        f"{m.user_id}: {m.seed_interval if m.seed_interval is not None else 'unset'} -> {m.interval_minutes} min"
+        for m in moved[:5]
+    )
+    more = f" and {len(moved) - 5} more" if len(moved) > 5 else ""
+    return Check(
+        "seed intervals",
+        True,
+        f"{len(moved)} user(s) adopted from the seed with an unsupported interval, now the longest supported "
+        f"one not longer: {shown}{more}",
     )
 
 

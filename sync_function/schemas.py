@@ -92,15 +92,56 @@ class LoadAutoSync(Success):
     settings: AutoSyncPreference
 
 
+def _exactly_one(*variants: tuple[list[str], list[str]]) -> dict[str, Any]:
+    """JSON Schema for "exactly one of these groups": each variant's fields given (not null), the
+    others' left out or null, as the validators below read a field that is null as left out."""
+    everything = {name for given, _ in variants for name in given}
+    return {
+        "oneOf": [
+            {
+                "required": given,
+                "properties": {
+                    **{name: {"not": {"type": "null"}} for name in given},
+                    **{name: {"type": "null"} for name in sorted(everything - set(excused) - set(given))},
+                },
+            }
+            for given, excused in variants
+        ]
+    }
+
+
+# The cross-field rules of the validators, stated in the published schema so that clients (and the
+# fuzz test) see them: which fields go together is as much the API as each field's type.
+GRANT = _exactly_one(
+    (["refresh_token"], ["code_verifier", "redirect_uri"]), (["code", "code_verifier", "redirect_uri"], [])
+)
+ENDPOINT = _exactly_one((["provider"], []), (["token_endpoint"], []))
+CREDENTIAL = _exactly_one((["password"], []), (["oauth2"], []))
+ONE_FOLDER_CHOICE: dict[str, Any] = {
+    "not": {
+        "required": ["folders", "all_folders"],
+        "properties": {"folders": {"type": "array"}, "all_folders": {"const": True}},
+    }
+}
+# What oauth.provider() accepts from a client: https and a host (http on loopback only where the server
+# allows it, for tests), ASCII, no brackets (urlsplit refuses unbalanced ones).
+ENDPOINT_URL_PATTERN = "^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?([/?#][!-~]*)?$"
+
+
 class OAuth2Sign(Strict):
     """How an OAuth2 account signs in: a preset provider or a token endpoint, the product's client,
     and either the user's refresh token or an authorization code (with its PKCE verifier) to exchange."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [ENDPOINT, GRANT]})
 
     provider: Literal["google", "microsoft"] | None = Field(
         default=None, description="a preset (token endpoint and scopes); or give token_endpoint"
     )
     token_endpoint: str | None = Field(
-        default=None, max_length=2048, description="any provider's token endpoint (https)"
+        default=None,
+        max_length=2048,
+        description="any provider's token endpoint (https)",
+        json_schema_extra={"pattern": ENDPOINT_URL_PATTERN},
     )
     scopes: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(
         default=None, max_length=20, description="scopes to ask for on refresh (default: the preset's)"
@@ -141,6 +182,10 @@ class SyncQueued(Success):
 
 
 class NewEmailAccount(Strict):
+    """A password account or an OAuth2 account (exactly one of `password`, `oauth2`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={**CREDENTIAL, **ONE_FOLDER_CHOICE})
+
     # The pattern publishes the characters refused below (controls, whitespace, '/', '@'); the rest of
     # what makes a host name (labels, IDNA) is checked by sync_function.destinations.
     host: str = Field(min_length=1, max_length=253, json_schema_extra={"pattern": HOST_CHARACTERS})
@@ -162,7 +207,14 @@ class NewEmailAccount(Strict):
         "certificate (or the server's self-signed certificate); host names are still checked",
     )
 
-    folders: list[Annotated[str, Field(min_length=1, max_length=512)]] | None = Field(
+    folders: (
+        list[
+            Annotated[
+                str, Field(min_length=1, max_length=512, json_schema_extra={"pattern": NO_CONTROL_CHARACTERS})
+            ]
+        ]
+        | None
+    ) = Field(
         default=None,
         min_length=1,
         max_length=1000,
@@ -244,6 +296,8 @@ class EmailAccount(BaseModel):
 
 class Reconnect(Strict):
     """A new grant for an OAuth2 account: a refresh token, or a code with its verifier and redirect URI."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=GRANT)
 
     refresh_token: str | None = Field(default=None, min_length=1, max_length=4096)
     code: str | None = Field(default=None, min_length=1, max_length=4096)

@@ -40,6 +40,7 @@ pytest_plugins = [
     "tests.fixtures.dovecot",
     "tests.fixtures.service",
     "tests.fixtures.oauth",
+    "tests.fixtures.seed",
 ]
 
 

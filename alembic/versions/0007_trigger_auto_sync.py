@@ -6,6 +6,13 @@ explicitly and any status >= 400 raises: a failed call must show as failed in cr
 The key goes into the request as a bind parameter, so no statement text, log line or error message
 carries it.
 
+Adopting the seed's function. Where the seed's migration ran, `public.trigger_auto_sync` exists (its
+body reads the URL and the key from `app.settings.*` GUCs). It is replaced under the same name and
+signature: its definition and grants are logged as undo statements (`autosync_seed.adopted`, see
+0004), then it is dropped (its return type may differ, which CREATE OR REPLACE cannot change) and
+this revision's is created. The downgrade drops ours and gives the seed's back, and says that the
+key it reads is not put back into a GUC (0024 moved it).
+
 Timeouts (milliseconds) can be tuned per database:
     ALTER DATABASE … SET app.settings.sync_function_connect_timeout_ms = '2000';
     ALTER DATABASE … SET app.settings.sync_function_timeout_ms = '5000';
@@ -20,6 +27,61 @@ revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
+
+CREATE_ADOPTION_RECORD = """
+CREATE SCHEMA IF NOT EXISTS autosync_seed;
+REVOKE ALL ON SCHEMA autosync_seed FROM PUBLIC;
+COMMENT ON SCHEMA autosync_seed IS
+    'What adopting the seed''s objects changed, so that a downgrade can give them back: owner only';
+CREATE TABLE IF NOT EXISTS autosync_seed.adopted (
+    step text PRIMARY KEY,
+    undo text[] NOT NULL,
+    adopted_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON autosync_seed.adopted FROM PUBLIC;
+"""
+
+# Any public.trigger_auto_sync before this revision is the seed's. `undo` is a stack (see 0004):
+# the downgrade creates the function, then sets its grants.
+ADOPT_SEED_FUNCTION = f"""
+DO $adopt$
+DECLARE
+    undo text[] := '{{}}';
+    found record;
+    acl record;
+BEGIN
+    FOR found IN SELECT p.oid, p.oid::regprocedure::text AS signature, p.proacl, p.proowner
+                 FROM pg_catalog.pg_proc AS p
+                 WHERE p.pronamespace = 'public'::regnamespace AND p.proname = 'trigger_auto_sync' LOOP
+        FOR acl IN SELECT a.privilege_type,
+                          CASE WHEN a.grantee = 0 THEN 'PUBLIC'
+                               ELSE quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END AS grantee
+                   FROM pg_catalog.aclexplode(found.proacl) AS a WHERE a.grantee <> found.proowner LOOP
+            undo := array_prepend(format('GRANT %s ON FUNCTION %s TO %s', acl.privilege_type, found.signature, acl.grantee), undo);
+        END LOOP;
+        IF found.proacl IS NOT NULL THEN
+            undo := array_prepend(format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', found.signature), undo);
+        END IF;
+        IF NOT pg_catalog.pg_has_role(current_user, found.proowner, 'USAGE') THEN
+            RAISE EXCEPTION 'the seed''s function % belongs to %, not to %: it cannot be replaced',
+                found.signature, found.proowner::regrole, current_user
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('Run the upgrade as the role that ran the seed''s migration, or an '
+                                    'administrator runs: ALTER FUNCTION %s OWNER TO %I;',
+                                    found.signature, current_user);
+        END IF;
+        undo := array_prepend(pg_catalog.pg_get_functiondef(found.oid), undo);
+        EXECUTE format('DROP FUNCTION %s', found.signature);
+        RAISE WARNING 'the seed''s function % was replaced by this project''s trigger_auto_sync(uuid)',
+            found.signature;
+    END LOOP;
+    IF undo <> '{{}}' THEN
+        {CREATE_ADOPTION_RECORD}
+        INSERT INTO autosync_seed.adopted (step, undo) VALUES ('trigger_auto_sync', undo);
+    END IF;
+END
+$adopt$
+"""
 
 CREATE_TRIGGER_FUNCTION = """
 CREATE FUNCTION public.trigger_auto_sync(user_id uuid) RETURNS integer
@@ -89,7 +151,40 @@ REVOKE = "REVOKE EXECUTE ON FUNCTION public.trigger_auto_sync(uuid) FROM PUBLIC"
 GRANT = "GRANT EXECUTE ON FUNCTION public.trigger_auto_sync(uuid) TO service_role"
 
 
+# The seed's function is created with its body unchecked: it was written for the seed's objects.
+GIVE_BACK_SEED_FUNCTION = """
+DO $down$
+DECLARE
+    undo text[];
+    statement text;
+BEGIN
+    IF to_regclass('autosync_seed.adopted') IS NOT NULL THEN
+        SELECT a.undo INTO undo FROM autosync_seed.adopted AS a WHERE a.step = 'trigger_auto_sync';
+    END IF;
+    IF undo IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.set_config('check_function_bodies', 'off', true);
+    FOREACH statement IN ARRAY undo LOOP
+        EXECUTE statement;
+    END LOOP;
+    PERFORM pg_catalog.set_config('check_function_bodies', 'on', true);
+    DELETE FROM autosync_seed.adopted AS a WHERE a.step = 'trigger_auto_sync';
+    IF NOT EXISTS (SELECT 1 FROM autosync_seed.adopted) THEN
+        DROP TABLE autosync_seed.adopted;
+        DROP SCHEMA autosync_seed;
+    END IF;
+    RAISE WARNING 'the seed''s trigger_auto_sync is back; the service key it may read from '
+                  'app.settings.service_role_key is not put back into that GUC (every role could read it)'
+        USING HINT = 'If the seed''s jobs must run again: ALTER DATABASE <db> SET app.settings.service_role_key '
+                     '= ''<key>'' (and app.settings.supabase_url), as the seed''s setup did.';
+END
+$down$
+"""
+
+
 def upgrade() -> None:
+    op.execute(ADOPT_SEED_FUNCTION)
     op.execute(CREATE_TRIGGER_FUNCTION)
     op.execute(COMMENT)
     op.execute(REVOKE)
@@ -98,3 +193,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP FUNCTION public.trigger_auto_sync(uuid)")
+    op.execute(GIVE_BACK_SEED_FUNCTION)

@@ -20,37 +20,9 @@ from harness.service import WorkerThread, make_config, running_service
 from infra import dbsettings, migrations
 from infra.containers import PostgresConfig
 from tests.support.api import add_account, enable
+from tests.support.managed import ADMIN_SETUP, OWNER, OWNER_PASSWORD, prepare
 
 pytestmark = pytest.mark.docker
-
-OWNER = "autosync_owner"
-OWNER_PASSWORD = "owner-password-for-tests"  # noqa: S105 - a throwaway test container's role
-
-ADMIN_SETUP = [
-    f"CREATE ROLE {OWNER} LOGIN PASSWORD '{OWNER_PASSWORD}' CREATEROLE BYPASSRLS",
-    "CREATE EXTENSION IF NOT EXISTS pg_cron",
-    "CREATE SCHEMA IF NOT EXISTS extensions",
-    "CREATE EXTENSION IF NOT EXISTS http WITH SCHEMA extensions",
-    f"GRANT USAGE ON SCHEMA cron TO {OWNER}",
-    f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA cron TO {OWNER}",
-    f"GRANT SELECT, DELETE ON ALL TABLES IN SCHEMA cron TO {OWNER}",
-    f"GRANT USAGE, CREATE ON SCHEMA extensions TO {OWNER}",
-    # Storing the function URL is ALTER DATABASE ... SET of a custom parameter (PostgreSQL 15+).
-    f"GRANT SET ON PARAMETER app.settings.sync_function_url TO {OWNER}",
-]
-
-
-def owner_url(config: PostgresConfig) -> str:
-    return f"postgresql://{OWNER}:{quote(OWNER_PASSWORD)}@{config.host}:{config.port}/{config.database}"
-
-
-def prepare(config: PostgresConfig) -> str:
-    with psycopg.connect(config.url, autocommit=True) as conn:
-        for statement in ADMIN_SETUP:
-            conn.execute(statement)  # type: ignore[arg-type]
-        conn.execute(f"ALTER DATABASE {config.database} OWNER TO {OWNER}")  # type: ignore[arg-type]
-        conn.execute(f"ALTER SCHEMA public OWNER TO {OWNER}")  # type: ignore[arg-type]
-    return owner_url(config)
 
 
 def test_upgrade_and_downgrade_as_a_non_superuser_owner(fresh_postgres: PostgresConfig) -> None:
@@ -145,7 +117,6 @@ def test_service_and_a_cron_fired_sync_with_a_dedicated_login_role(
 )
 def test_a_missing_privilege_stops_the_upgrade_with_the_admin_statement(
     fresh_postgres: PostgresConfig,
-    monkeypatch: pytest.MonkeyPatch,
     left_out: str,
     message: str,
     statement: str,
@@ -153,8 +124,7 @@ def test_a_missing_privilege_stops_the_upgrade_with_the_admin_statement(
     setup = [s for s in ADMIN_SETUP if left_out not in s]
     if left_out == "CREATEROLE":
         setup.insert(0, f"CREATE ROLE {OWNER} LOGIN PASSWORD '{OWNER_PASSWORD}' BYPASSRLS")
-    monkeypatch.setattr(f"{__name__}.ADMIN_SETUP", setup)
-    url = prepare(fresh_postgres)
+    url = prepare(fresh_postgres, setup)
     with pytest.raises(Exception, match=message) as caught:
         migrations.upgrade(url)
     cause = caught.value.__cause__ or caught.value

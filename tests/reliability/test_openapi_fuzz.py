@@ -16,6 +16,7 @@ import pytest
 
 from harness.service import Service, running_service
 from sync_function.config import Config
+from tests.support.certs import certificate
 from tests.support.reliability import closed_port
 from tests.support.users import users
 
@@ -81,6 +82,7 @@ def test_all_phases_and_checks_find_nothing(fuzz_service: Service, database_url:
             "AUTOSYNC_FUZZ_USER_TOKEN": fuzz_service.token(user, expires_in=3600),
             "AUTOSYNC_FUZZ_SERVICE_KEY": fuzz_service.config.service_key.get_secret_value(),
             "AUTOSYNC_FUZZ_DEAD_PORT": str(closed_port()),
+            "AUTOSYNC_FUZZ_CA_PEM": certificate(ca=True),
             "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
         }
         started = time.monotonic()

@@ -2,7 +2,10 @@
 
 Each request gets the credentials its path needs (the service key for /functions/v1/*, a user JWT
 elsewhere), and a well-formed email account never sends the service to a generated host: it goes to
-a closed port on loopback instead. The values come from the environment the test sets.
+a closed port on loopback instead. A `ca_pem` the schema allows (a string within its length) becomes a
+real CA certificate: whether a text is one cannot be said in JSON Schema, and the fuzzer cannot make
+one any more than it can make a mailbox (refusing a bad one is tested in tests/service/test_private_ca.py).
+The values come from the environment the test sets.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 from typing import Any
 
 import schemathesis
+
+from sync_function.certs import MAX_CA_PEM_CHARS
 
 
 @schemathesis.hook
@@ -25,3 +30,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             body["host"] = "127.0.0.1"
             if isinstance(body.get("port"), int) and 1 <= body["port"] <= 65535:
                 body["port"] = int(os.environ["AUTOSYNC_FUZZ_DEAD_PORT"])
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("ca_pem"), str)
+        and len(body["ca_pem"]) <= MAX_CA_PEM_CHARS
+    ):
+        body["ca_pem"] = os.environ["AUTOSYNC_FUZZ_CA_PEM"]
