@@ -2,7 +2,8 @@
 
 Each request gets the credentials its path needs (the service key for /functions/v1/*, a user JWT
 elsewhere), and a well-formed email account never sends the service to a generated host: it goes to
-a closed port on loopback instead. A `ca_pem` the schema allows (a string within its length) becomes a
+a closed port on loopback instead; so does a well-formed OAuth2 token endpoint (the schema's pattern
+cannot state every host-name rule the service checks, such as a numeric top-level label). A `ca_pem` the schema allows (a string within its length) becomes a
 real CA certificate: whether a text is one cannot be said in JSON Schema, and the fuzzer cannot make
 one any more than it can make a mailbox (refusing a bad one is tested in tests/service/test_private_ca.py).
 The values come from the environment the test sets.
@@ -11,11 +12,13 @@ The values come from the environment the test sets.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import schemathesis
 
 from sync_function.certs import MAX_CA_PEM_CHARS
+from sync_function.schemas import ENDPOINT_URL_PATTERN
 
 
 @schemathesis.hook
@@ -36,3 +39,10 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         and len(body["ca_pem"]) <= MAX_CA_PEM_CHARS
     ):
         body["ca_pem"] = os.environ["AUTOSYNC_FUZZ_CA_PEM"]
+    oauth2 = body.get("oauth2") if isinstance(body, dict) else None
+    if (
+        isinstance(oauth2, dict)
+        and isinstance(oauth2.get("token_endpoint"), str)
+        and re.fullmatch(ENDPOINT_URL_PATTERN, oauth2["token_endpoint"])
+    ):
+        oauth2["token_endpoint"] = f"https://127.0.0.1:{os.environ['AUTOSYNC_FUZZ_DEAD_PORT']}/token"
