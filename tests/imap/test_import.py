@@ -224,11 +224,11 @@ def test_a_crash_during_a_uidvalidity_rematch_resumes_without_copies(
     real_store = importer._store_batch
     calls = {"n": 0}
 
-    def crash_on_third_batch(*args: Any, **kwargs: Any) -> None:
+    def crash_on_third_batch(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("worker killed")
-        real_store(*args, **kwargs)
+        return real_store(*args, **kwargs)
 
     monkeypatch.setattr(importer, "_store_batch", crash_on_third_batch)
     with pytest.raises(RuntimeError, match="worker killed"):
@@ -255,11 +255,11 @@ def test_a_crash_mid_import_loses_at_most_one_batch_and_resumes(
     real_store = importer._store_batch
     calls = {"n": 0}
 
-    def crash_on_third_batch(*args: Any, **kwargs: Any) -> None:
+    def crash_on_third_batch(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("worker killed")
-        real_store(*args, **kwargs)
+        return real_store(*args, **kwargs)
 
     monkeypatch.setattr(importer, "_store_batch", crash_on_third_batch)
     with pytest.raises(RuntimeError, match="worker killed"):
