@@ -107,6 +107,8 @@ def report_import(
     figures["import.mb"] = round(box.bytes / MB, 1)
     figures["import.repeats"] = len(rounds.ratios)
     figures["import.seconds"] = ours_s
+    # CPU of the import process (all its threads): what a loaded machine changes least.
+    figures["import.cpu_seconds"] = statistics.median(result["cpu_seconds"] for result in rounds.autosync)
     figures["import.msgs_per_s"] = box.count / ours_s
     figures["import.mb_per_s"] = box.bytes / MB / ours_s
     figures["mbsync.seconds"] = mbsync_s

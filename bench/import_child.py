@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cProfile
 import json
+import resource
 import sys
 import time
 import uuid
@@ -34,6 +35,12 @@ def memory_kb() -> dict[str, int]:
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads, and of its children that ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main(argv: list[str]) -> None:
     args = json.loads(argv[1])
     account = ImapAccount(
@@ -47,7 +54,7 @@ def main(argv: list[str]) -> None:
     before = memory_kb()
     profiler = cProfile.Profile() if args.get("profile") else None
     with psycopg.connect(args["database_url"], autocommit=True) as conn:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         if profiler is not None:
             profiler.enable()
         result = import_mailbox(conn, account=account, user_id=uuid.UUID(args["user_id"]), timeout_s=120.0,
@@ -55,6 +62,7 @@ def main(argv: list[str]) -> None:
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_started
     if profiler is not None:
         profiler.dump_stats(args["profile"])
     after = memory_kb()
@@ -65,6 +73,7 @@ def main(argv: list[str]) -> None:
                 "imported": result.imported,
                 "bytes": result.bytes,
                 "seconds": seconds,
+                "cpu_seconds": cpu,
                 "rss_before_kb": before["VmRSS"],
                 "peak_rss_kb": after["VmHWM"],
             }
