@@ -114,6 +114,8 @@ def report_import(
     figures["import.messages"] = box.count
     figures["import.mb"] = round(box.bytes / MB, 1)
     figures["import.repeats"] = len(rounds.ratios)
+    # A busy machine slows mbsync's fsyncs more than our CPU and flatters the ratio: say how busy it was.
+    figures["import.load_avg_1m"] = os.getloadavg()[0]
     figures["import.seconds"] = ours_s
     # CPU of the import process (all its threads): what a loaded machine changes least.
     figures["import.cpu_seconds"] = statistics.median(result["cpu_seconds"] for result in rounds.autosync)
