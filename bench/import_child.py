@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import cProfile
 import json
+import resource
 import sys
 import time
 import uuid
@@ -34,6 +35,30 @@ def memory_kb() -> dict[str, int]:
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU of this process, all threads, and of its children that ended."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class RssTrace:
+    """VmRSS after each committed batch (the importer's progress callback), to see whether it stays flat."""
+
+    def __init__(self) -> None:
+        self.samples: list[int] = []
+
+    def sample(self, done: int, total: int) -> None:
+        if done:
+            self.samples.append(memory_kb()["VmRSS"])
+
+    def quarters(self) -> dict[str, int]:
+        """The highest VmRSS in the first and in the last quarter of the batches."""
+        if not self.samples:
+            return {}
+        quarter = max(1, len(self.samples) // 4)
+        return {"rss_first_quarter_kb": max(self.samples[:quarter]), "rss_last_quarter_kb": max(self.samples[-quarter:])}
+
+
 def main(argv: list[str]) -> None:
     args = json.loads(argv[1])
     account = ImapAccount(
@@ -45,16 +70,18 @@ def main(argv: list[str]) -> None:
         password=args["password"],
     )
     before = memory_kb()
+    rss = RssTrace()
     profiler = cProfile.Profile() if args.get("profile") else None
     with psycopg.connect(args["database_url"], autocommit=True) as conn:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds()
         if profiler is not None:
             profiler.enable()
         result = import_mailbox(conn, account=account, user_id=uuid.UUID(args["user_id"]), timeout_s=120.0,
-                                 allowed=LOOPBACK_ALLOWED)
+                                 allowed=LOOPBACK_ALLOWED, on_progress=rss.sample)
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
+        cpu = cpu_seconds() - cpu_started
     if profiler is not None:
         profiler.dump_stats(args["profile"])
     after = memory_kb()
@@ -65,8 +92,10 @@ def main(argv: list[str]) -> None:
                 "imported": result.imported,
                 "bytes": result.bytes,
                 "seconds": seconds,
+                "cpu_seconds": cpu,
                 "rss_before_kb": before["VmRSS"],
                 "peak_rss_kb": after["VmHWM"],
+                **rss.quarters(),
             }
         )
     )

@@ -10,12 +10,13 @@ import json
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,80 @@ def autosync_noop(env: BenchEnv, box: Mailbox, runs: int) -> list[float]:
             if not result.unchanged:
                 raise RuntimeError("a no-op import found something to do")
     return times
+
+
+def forget_import(env: BenchEnv, box: Mailbox) -> None:
+    """Remove what an import of `box` stored, so that the next one is a full import again.
+
+    VACUUM too, so that no autovacuum of the deleted rows runs during the next timed import.
+    """
+    with env.connect() as conn:
+        conn.execute("DELETE FROM public.message_folders WHERE account_id = %s", (box.account_id,))
+        conn.execute("DELETE FROM public.messages WHERE account_id = %s", (box.account_id,))
+        conn.execute("DELETE FROM public.mailbox_state WHERE account_id = %s", (box.account_id,))
+        conn.execute("VACUUM public.messages")
+
+
+@dataclass
+class ImportRounds:
+    """Full imports of one mailbox by autosync and by mbsync, timed in alternation."""
+
+    autosync: list[dict[str, Any]] = field(default_factory=list)
+    mbsync_s: list[float] = field(default_factory=list)
+    # Per round, autosync's messages/s over mbsync's: the two ran back to back, under the same load.
+    ratios: list[float] = field(default_factory=list)
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+
+def import_rounds(env: BenchEnv, box: Mailbox, repeats: int, *, profile: str | None = None) -> tuple[ImportRounds, Mbsync]:
+    """One untimed warm-up of each side, then `repeats` rounds of one import each.
+
+    The side that goes first alternates from round to round, so that neither always meets the
+    machine in the state the other left it in. Each autosync import starts from an empty store
+    (`forget_import`), each mbsync from an empty Maildir. Returns the rounds and the last mbsync,
+    whose Maildir is in sync (the no-op benchmark continues from it); the caller cleans it up.
+    """
+    rounds = ImportRounds()
+    previous: Mbsync | None = None
+
+    def mbsync_once() -> float:
+        nonlocal previous
+        if previous is not None:
+            previous.cleanup()
+        previous = Mbsync(box)
+        seconds = previous.run()
+        if previous.messages() != box.count:
+            raise RuntimeError(f"mbsync pulled {previous.messages()} of {box.count} messages")
+        return seconds
+
+    def autosync_once(profile: str | None = None) -> dict[str, Any]:
+        forget_import(env, box)
+        return autosync_import(env, box, profile=profile)
+
+    try:
+        autosync_once()
+        mbsync_once()
+        for round_no in range(repeats):
+            # Profile the last round only: the profiler slows the import it watches.
+            wanted_profile = profile if round_no == repeats - 1 else None
+            if round_no % 2 == 0:
+                ours = autosync_once(wanted_profile)
+                theirs = mbsync_once()
+            else:
+                theirs = mbsync_once()
+                ours = autosync_once(wanted_profile)
+            rounds.autosync.append(ours)
+            rounds.mbsync_s.append(theirs)
+            rounds.ratios.append(theirs / ours["seconds"])
+    except BaseException:
+        if previous is not None:
+            previous.cleanup()
+        raise
+    assert previous is not None
+    return rounds, previous
 
 
 # -- mbsync ------------------------------------------------------------------------------------

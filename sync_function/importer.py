@@ -8,8 +8,9 @@ How a run goes:
 3. EXAMINE (read-only), find UIDs above the checkpoint, and which of them are above the size cap.
 4. Per batch: UID FETCH BODY.PEEK[] (mail stays unread), parse, store, and move
    `mailbox_state.last_uid`, all in ONE transaction. A crash loses at most the batch in flight and
-   never duplicates; the next run resumes after the last committed batch. The next batch is
-   fetched while the current one is stored. Rows are COPYed straight into `messages` while no
+   never duplicates; the next run resumes after the last committed batch. Fetching, parsing and
+   storing overlap (batch n+2 is fetched and n+1 parsed while n is stored), batches still commit
+   one at a time and in order. Rows are COPYed straight into `messages` while no
    stored row can collide (nothing above the checkpoint); otherwise through a temporary table and
    INSERT ... ON CONFLICT DO NOTHING on (account, mailbox, UIDVALIDITY, UID), counting duplicates.
 5. Store UIDNEXT/HIGHESTMODSEQ only once every batch is in: until then a rerun cannot take the
@@ -430,6 +431,13 @@ class _Counts:
     linked: int = 0
     removed: int = 0
 
+    def add_written(self, imported: int, skipped: int, rematched: int, linked: int, duplicates: int) -> None:
+        self.imported += imported
+        self.skipped += skipped
+        self.rematched += rematched
+        self.linked += linked
+        self.duplicates += duplicates
+
 
 def import_mailbox(
     conn: psycopg.Connection[Any],
@@ -690,23 +698,42 @@ def _import_folder(
     )
 
     batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
-    # closing(): on an error, wait for the fetch in flight before the session logs out.
-    with closing(_prefetched(session, batches, large)) as stream:
+    # Three stages overlap: the prefetch thread fetches batch n+2, this thread parses batch n+1,
+    # the writer thread stores batch n (COPY + checkpoint + commit, where psycopg waits on Postgres
+    # without the GIL). One write at a time, in batch order, so checkpoints move exactly as before;
+    # the connection is only ever used by one thread, and is idle again (the write joined) when
+    # `on_progress` runs. Leaving the `with` on an error waits for the write and the fetch in
+    # flight (closing() before the session logs out, the pool's shutdown before the caller goes on).
+    in_flight: tuple[Future[tuple[int, int, int, int, int]], list[int]] | None = None
+
+    def finish_write() -> None:
+        nonlocal last_uid, done
+        assert in_flight is not None
+        future, written = in_flight
+        counts.add_written(*future.result())
+        last_uid = written[-1]
+        done += len(written)
+        if on_progress is not None:
+            on_progress(done, len(new_uids))
+
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer") as write_pool,
+        closing(_prefetched(session, batches, large)) as stream,
+    ):
         for batch, fetched in stream:
             counts.fetched += len(fetched)
             counts.bytes += sum(len(m.raw) for m in fetched)
-            _store_batch(
-                writer,
+            # A large UID without a size was expunged meanwhile: nothing to record.
+            rows = _batch_rows(
+                writer.params,
                 fetched=fetched,
-                # A large UID without a size was expunged meanwhile: nothing to record.
                 skipped={uid: large_sizes[uid] for uid in batch if uid in large_sizes},
-                counts=counts,
-                last_uid=batch[-1],
             )
-            last_uid = batch[-1]
-            done += len(batch)
-            if on_progress is not None:
-                on_progress(done, len(new_uids))
+            if in_flight is not None:
+                finish_write()
+            in_flight = (write_pool.submit(_store_batch, writer, rows, last_uid=batch[-1]), batch)
+        if in_flight is not None:
+            finish_write()
 
     final_uidnext = max(opened.uidnext, status.uidnext if status.uidvalidity == uidvalidity else 0)
     with conn.transaction():
@@ -924,15 +951,10 @@ def _bytes_only(message: StoredMessage, exc: Exception) -> StoredMessage:
     return replace(message, **parsed)
 
 
-def _store_batch(
-    writer: _BatchWriter,
-    *,
-    fetched: list[FetchedMessage],
-    skipped: dict[int, int],
-    counts: _Counts,
-    last_uid: int,
-) -> None:
-    p = writer.params
+def _batch_rows(
+    p: dict[str, Any], *, fetched: list[FetchedMessage], skipped: dict[int, int]
+) -> list[StoredMessage]:
+    """The rows of one batch: fetched messages parsed, too-large ones as placeholders."""
     messages: list[StoredMessage] = []
     for fetched_message in fetched:
         parsed = parse_message(fetched_message.raw)
@@ -981,12 +1003,15 @@ def _store_batch(
                 raw=None,
             )
         )
+    return messages
+
+
+def _store_batch(
+    writer: _BatchWriter, messages: list[StoredMessage], *, last_uid: int
+) -> tuple[int, int, int, int, int]:
+    """Store one batch and its checkpoint; returns its (imported, skipped, rematched, linked, duplicates)."""
     rematched_before, linked_before = writer.rematched, writer.linked
-    imported, skipped_new = writer.write(messages, last_uid=last_uid)
+    imported, skipped = writer.write(messages, last_uid=last_uid)
     rematched = writer.rematched - rematched_before
     linked = writer.linked - linked_before
-    counts.imported += imported
-    counts.skipped += skipped_new
-    counts.rematched += rematched
-    counts.linked += linked
-    counts.duplicates += len(messages) - imported - skipped_new - rematched - linked
+    return imported, skipped, rematched, linked, len(messages) - imported - skipped - rematched - linked

@@ -7,7 +7,9 @@ the caller untouched.
 
 Speed matters (this runs for every imported message): the stdlib parser runs with the `compat32`
 policy, which does not build header objects, and attachment bodies are never decoded: only the
-chosen text part is.
+chosen text part is. Plainly structured mail does not even go through the stdlib's line-by-line
+parser: `mimetree.build` gives the same tree by slicing at the boundaries, and everything it does
+not mirror exactly (odd line ends, any defect, `message/*` parts) takes the full parse.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from email import policy
 from email.message import Message
 from email.parser import BytesParser
 
+from sync_function import mimetree
+
 SNIPPET_CHARS = 200
 # Message-ID is indexed, and a btree entry must stay under ~2.7 kB.
 MAX_MESSAGE_ID_CHARS = 1000
@@ -31,7 +35,6 @@ MAX_MESSAGE_ID_CHARS = 1000
 MAX_BODY_CHARS = 1_000_000
 
 _PARSER = BytesParser(policy=policy.compat32)
-_WHITESPACE = re.compile(r"\s+")
 _HTML_DROP = re.compile(r"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _HTML_BREAK = re.compile(r"<(?:br|/p|/div|/tr|/li|/h[1-6])\b[^>]*>", re.IGNORECASE)
 _HTML_TAG = re.compile(r"<[^>]*>")
@@ -54,12 +57,15 @@ class ParsedMessage:
     defects: tuple[str, ...]
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
-    """Parse `raw`; anomalies are reported in `defects`, never raised."""
+def parse_message(raw: bytes, *, fast: bool = True) -> ParsedMessage:
+    """Parse `raw`; anomalies are reported in `defects`, never raised.
+
+    `fast=False` always runs the stdlib's full parse (the tests compare both paths).
+    """
     defects: list[str] = []
     digest = hashlib.sha256(raw).digest()
     try:
-        msg = _PARSER.parsebytes(raw)
+        msg = (mimetree.build(raw) if fast else None) or _PARSER.parsebytes(raw)
     except Exception as exc:  # the parser is lenient; this is the last line of defence
         defects.append(f"unparsable message: {type(exc).__name__}")
         text = _clean(raw.decode("utf-8", errors="replace"))
@@ -104,8 +110,13 @@ def _clean(text: str) -> str:
     return text
 
 
+def _squeeze(text: str) -> str:
+    """Whitespace runs as one space, ends trimmed: `str.split` uses the same whitespace as `\\s`, 4x faster."""
+    return " ".join(text.split())
+
+
 def _snippet(body: str) -> str:
-    return _WHITESPACE.sub(" ", body[: SNIPPET_CHARS * 4]).strip()[:SNIPPET_CHARS]
+    return _squeeze(body[: SNIPPET_CHARS * 4])[:SNIPPET_CHARS]
 
 
 def _collect_parser_defects(msg: Message, defects: list[str]) -> None:
@@ -169,7 +180,7 @@ def _header(headers: dict[str, str], name: str, defects: list[str]) -> str | Non
     except Exception as exc:  # a header must never fail the message
         defects.append(f"undecodable {name} header: {type(exc).__name__}")
         text = value.encode("utf-8", errors="replace").decode("utf-8")
-    text = _clean(_WHITESPACE.sub(" ", text).strip())
+    text = _clean(_squeeze(text))
     return text or None
 
 

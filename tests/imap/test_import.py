@@ -224,11 +224,11 @@ def test_a_crash_during_a_uidvalidity_rematch_resumes_without_copies(
     real_store = importer._store_batch
     calls = {"n": 0}
 
-    def crash_on_third_batch(*args: Any, **kwargs: Any) -> None:
+    def crash_on_third_batch(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("worker killed")
-        real_store(*args, **kwargs)
+        return real_store(*args, **kwargs)
 
     monkeypatch.setattr(importer, "_store_batch", crash_on_third_batch)
     with pytest.raises(RuntimeError, match="worker killed"):
@@ -255,11 +255,11 @@ def test_a_crash_mid_import_loses_at_most_one_batch_and_resumes(
     real_store = importer._store_batch
     calls = {"n": 0}
 
-    def crash_on_third_batch(*args: Any, **kwargs: Any) -> None:
+    def crash_on_third_batch(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("worker killed")
-        real_store(*args, **kwargs)
+        return real_store(*args, **kwargs)
 
     monkeypatch.setattr(importer, "_store_batch", crash_on_third_batch)
     with pytest.raises(RuntimeError, match="worker killed"):
@@ -342,3 +342,25 @@ def test_a_folder_other_than_inbox(
 
     assert result.imported == 4
     assert {r["mailbox"] for r in stored(db, box.account.account_id).values()} == {"Archive"}
+
+
+def test_progress_runs_between_batches_with_the_connection_idle_and_every_batch_committed(
+    db: psycopg.Connection,
+    service_conn: psycopg.Connection,
+    dovecot: DovecotServer,
+    mailbox: Mailbox,
+    run_import: Run,
+) -> None:
+    # Batches are stored by a writer thread while the next one is parsed: progress must still come
+    # after each batch's commit, in order, on a connection no transaction holds (it writes there).
+    dovecot.deliver(mailbox.user, (g.raw for g in mailgen.generate(45, seed=17)))
+    seen: list[tuple[int, int, int]] = []
+
+    def on_progress(done: int, total: int) -> None:
+        assert service_conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        seen.append((done, total, len(stored(db, mailbox.account.account_id))))
+
+    result = run_import(mailbox, batch_size=10, on_progress=on_progress)
+
+    assert result.imported == 45
+    assert seen == [(0, 45, 0), (10, 45, 10), (20, 45, 20), (30, 45, 30), (40, 45, 40), (45, 45, 45)]

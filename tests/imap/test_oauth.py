@@ -240,7 +240,7 @@ def test_a_token_expiring_during_a_long_import_does_not_stop_it(
 
     def expire_then_store(*args, **kwargs):  # type: ignore[no-untyped-def]
         oauth_provider.expire_access_tokens()  # the token dies while batches are still coming
-        real_store(*args, **kwargs)
+        return real_store(*args, **kwargs)
 
     monkeypatch.setattr(importer, "_store_batch", expire_then_store)
     result = import_account(
