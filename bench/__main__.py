@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import platform
 import sys
@@ -11,10 +12,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import dispatch, fanout, imports, report
+from bench import api_load, dispatch, fanout, imports, noop_throughput, report
 from bench.env import BenchEnv
 
-SECTIONS = ("import", "noop", "memory", "schedule", "trigger", "fanout")
+SECTIONS = ("import", "noop", "memory", "schedule", "trigger", "fanout", "noop_throughput", "api_load")
 MB = 1_000_000
 
 
@@ -33,10 +34,31 @@ class Sizes:
     # Dispatcher mode: the fan-out's users plus this many more on `dispatcher_large_interval`.
     dispatcher_large_users: int = 100_000
     dispatcher_large_interval: int = 30
+    # End-to-end no-op runs: users (one Dovecot mailbox each), and the worker process counts.
+    noop_throughput_users: int = 10_000
+    noop_throughput_workers: tuple[int, ...] = (1, 2, 4)
+    # The API under load: clients at once, seconds measured per endpoint, server process counts.
+    api_load_users: int = 5_000
+    api_load_clients: int = 50
+    api_load_seconds: float = 10.0
+    api_load_processes: tuple[int, ...] = (1, 2)
 
 
 FULL = Sizes(10_000, 100_000, 200, 30, (1_000, 5_000, 10_000), 1_000, 5, 240.0, 100_000)
-QUICK = Sizes(2_000, 8_000, 50, 10, (200, 500, 1_000), 200, 5, 45.0, 10_000)
+QUICK = Sizes(
+    2_000,
+    8_000,
+    50,
+    10,
+    (200, 500, 1_000),
+    200,
+    5,
+    45.0,
+    10_000,
+    noop_throughput_users=1_000,
+    api_load_users=2_000,
+    api_load_seconds=3.0,
+)
 
 
 def machine() -> dict[str, object]:
@@ -200,6 +222,55 @@ def run_dispatcher(env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_
     return windows
 
 
+def run_noop_throughput(env: BenchEnv, sizes: Sizes, figures: report.Figures) -> None:
+    """Queue → worker → IMAP LOGIN + STATUS → run recorded, for unchanged mailboxes (bench/noop_throughput.py)."""
+    population = noop_throughput.prepare(env, sizes.noop_throughput_users)
+    first = noop_throughput.run_pass(env, population, worker_count=max(sizes.noop_throughput_workers), concurrency=None)
+    checkpoints = noop_throughput.imported_checkpoints(env, population)
+    if checkpoints != len(population.users):
+        raise RuntimeError(f"the first import left {checkpoints} of {len(population.users)} checkpoints")
+    figures["noop_throughput.users"] = len(population.users)
+    figures["noop_throughput.mailboxes"] = "one Dovecot user per account, 2 messages each, imported first"
+    figures["noop_throughput.first_import_runs_per_s"] = first.runs_per_s
+    best = 0.0
+    for count in sizes.noop_throughput_workers:
+        measured = noop_throughput.run_pass(env, population, worker_count=count, concurrency=None)
+        key = f"noop_throughput.workers{count}"
+        figures[f"{key}.concurrency"] = measured.concurrency
+        figures[f"{key}.runs"] = measured.runs
+        figures[f"{key}.runs_per_s"] = measured.runs_per_s
+        figures[f"{key}.run_p50_ms"] = report.percentile(measured.run_seconds, 50) * 1000
+        figures[f"{key}.run_p99_ms"] = report.percentile(measured.run_seconds, 99) * 1000
+        best = max(best, measured.runs_per_s)
+    figures["target.noop_throughput_200_per_s"] = best >= 200
+
+
+def run_api_load(env: BenchEnv, sizes: Sizes, figures: report.Figures) -> None:
+    """load-auto-sync and save-auto-sync at N concurrent clients, 1 server process against more (bench/api_load.py)."""
+    loads = api_load.measure(
+        env,
+        users=sizes.api_load_users,
+        processes=list(sizes.api_load_processes),
+        clients=sizes.api_load_clients,
+        seconds=sizes.api_load_seconds,
+    )
+    figures["api_load.clients"] = sizes.api_load_clients
+    figures["api_load.users"] = sizes.api_load_users
+    for load in loads:
+        name = "load" if load.endpoint == api_load.LOAD else "save"
+        key = f"api_load.{name}.processes{load.processes}"
+        figures[f"{key}.requests_per_s"] = load.requests_per_s
+        figures[f"{key}.p50_ms"] = report.percentile(load.latencies, 50) * 1000
+        figures[f"{key}.p99_ms"] = report.percentile(load.latencies, 99) * 1000
+        figures[f"{key}.errors"] = load.errors
+        if load.first_error:
+            figures[f"{key}.first_error"] = load.first_error
+    best = min(
+        (f for k, f in figures.items() if k.startswith("api_load.load.") and k.endswith(".p99_ms")), default=math.nan
+    )
+    figures["target.api_load_p99_under_100ms"] = best < 100
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, same shape (< 3 minutes)")
@@ -231,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
             run_imports(env, sizes, wanted, figures, args.profile)
         if wanted & {"schedule", "trigger", "fanout"}:
             run_cron(env, sizes, wanted, figures, chart)
+        if "noop_throughput" in wanted:
+            run_noop_throughput(env, sizes, figures)
+        if "api_load" in wanted:
+            run_api_load(env, sizes, figures)
     figures["total_seconds"] = time.perf_counter() - started
     print(report.table(figures))
     if args.json:
