@@ -144,28 +144,56 @@ async def _drive(
     return latencies, errors, first_error
 
 
+@dataclass(frozen=True)
+class Population:
+    """Users who exist (auth.users) with auto-sync off, and the requests each endpoint sends for them."""
+
+    users: list[uuid.UUID]
+    config: Config
+    encoded: dict[str, list[bytes]]
+
+
+def population(env: BenchEnv, *, users: int) -> Population:
+    config = make_config(env.database_url)
+    with env.connect() as conn:
+        ids = new_users(conn, users, enabled=False, interval=30)
+    signed = tokens(config, ids)
+    return Population(ids, config, {endpoint: requests(endpoint, signed) for endpoint in (LOAD, SAVE)})
+
+
 def measure(
     env: BenchEnv,
+    population: Population,
     *,
-    users: int,
-    processes: list[int],
+    processes: int,
     clients: int,
     seconds: float,
     warmup_s: float = 1.0,
     source: Path | None = None,
 ) -> list[Load]:
-    """Both endpoints against `autosync serve` with each process count in turn, same users, same clients."""
-    config = make_config(env.database_url)
-    with env.connect() as conn:
-        population = new_users(conn, users, enabled=False, interval=30)
-    signed = tokens(config, population)
-    encoded = {endpoint: requests(endpoint, signed) for endpoint in (LOAD, SAVE)}
+    """Both endpoints against `autosync serve --processes N`, then every schedule the saves made removed.
+
+    The saves schedule pg_cron jobs (or dispatcher slots): unscheduled again with the project's own
+    `unschedule_auto_sync`, so that no later benchmark sees them fire.
+    """
     results: list[Load] = []
-    for count in processes:
-        with serve_function(config, processes=count, source=source) as url:
+    try:
+        with serve_function(population.config, processes=processes, source=source) as url:
             for endpoint in (LOAD, SAVE):
                 latencies, errors, first = asyncio.run(
-                    _drive(url, encoded[endpoint], clients=clients, warmup_s=warmup_s, seconds=seconds)
+                    _drive(
+                        url, population.encoded[endpoint], clients=clients, warmup_s=warmup_s, seconds=seconds
+                    )
                 )
-                results.append(Load(endpoint, count, clients, seconds, latencies, errors, first))
+                results.append(Load(endpoint, processes, clients, seconds, latencies, errors, first))
+    finally:
+        with env.connect() as conn, conn.cursor() as cur:
+            conn.execute(
+                "UPDATE public.user_settings SET enabled = false WHERE user_id = ANY (%s)",
+                (population.users,),
+            )
+            # In chunks: a pipelined executemany is one implicit transaction, holding every user's lock.
+            for start in range(0, len(population.users), 500):
+                chunk = population.users[start : start + 500]
+                cur.executemany("SELECT public.unschedule_auto_sync(%s)", [(u,) for u in chunk])
     return results
