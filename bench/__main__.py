@@ -375,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         report.write_json(args.json, figures)
         print(f"\nfigures: {args.json}" + (f", chart: {chart}" if chart and "fanout" in wanted else ""))
+        throughput = args.json.with_name(f"{args.json.stem}-throughput.png")
+        if report.throughput_chart(throughput, figures):
+            print(f"no-op throughput and API load chart: {throughput}")
     return 0
 
 
