@@ -73,7 +73,9 @@ class DovecotServer:
             # Readable by Dovecot's auth process through the users.d directory's group.
             self._put({path: content}, mode=0o644)
 
-    def add_users_with_mail(self, users: dict[str, str], messages: list[bytes], *, chunk: int = 2_000) -> None:
+    def add_users_with_mail(
+        self, users: dict[str, str], messages: list[bytes], *, chunk: int = 2_000
+    ) -> None:
         """Many users at once, each with the same `messages` as new mail in INBOX (benchmarks).
 
         One tar per `chunk` users instead of two Docker calls per user: 10,000 users take seconds.
