@@ -9,8 +9,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench import api_load, dispatch, fanout, imports, noop_throughput, report
 from bench.env import BenchEnv
@@ -61,7 +63,7 @@ QUICK = Sizes(
     noop_throughput_users=600,
     api_load_users=2_000,
     api_load_seconds=2.0,
-    imports_estimate_s=45.0,
+    imports_estimate_s=40.0,
 )
 
 
@@ -230,6 +232,11 @@ def run_dispatcher(
     return windows
 
 
+def _with_dovecot(env: BenchEnv, job: Callable[..., None], *args: Any) -> None:
+    env.ensure_dovecot()
+    job(*args)
+
+
 def noop_throughput_jobs(env: BenchEnv, sizes: Sizes, figures: report.Figures, filler: Filler) -> None:
     """Queue → worker → IMAP LOGIN + STATUS → run recorded, for unchanged mailboxes (bench/noop_throughput.py).
 
@@ -238,10 +245,11 @@ def noop_throughput_jobs(env: BenchEnv, sizes: Sizes, figures: report.Figures, f
     """
     state: dict[str, noop_throughput.Population] = {}
     users = sizes.noop_throughput_users
-    # Generous: 40 runs/s for the first import, 50 for a pass, plus the workers' start.
-    first_estimate, pass_estimate = 8 + users / 40, 5 + users / 50
+    # Generous: 40 runs/s for the first import, 50 for a pass, plus the workers' (and Dovecot's) start.
+    first_estimate, pass_estimate = 12 + users / 40, 5 + users / 50
 
     def first_import() -> None:
+        env.ensure_dovecot()
         population = noop_throughput.prepare(env, users)
         first = noop_throughput.run_pass(
             env, population, worker_count=max(sizes.noop_throughput_workers), concurrency=None
@@ -310,7 +318,7 @@ def api_load_jobs(env: BenchEnv, sizes: Sizes, figures: report.Figures, filler: 
         figures["target.api_load_p99_under_100ms"] = best < 100
 
     # Each server: its start, then both endpoints (warm-up + measured seconds), then the unscheduling.
-    estimate = 8 + 2 * (1 + sizes.api_load_seconds) + sizes.api_load_users / 2000
+    estimate = 5 + 2 * (1 + sizes.api_load_seconds) + sizes.api_load_users / 2000
     for processes in sizes.api_load_processes:
         filler.add(
             f"api_load {processes} process(es)",
@@ -347,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     figures: report.Figures = {"mode": "quick" if args.quick else "full", **machine()}
     with BenchEnv() as env:
         env.start_postgres()
-        env.start_dovecot()
         # Everything that needs no minute boundary is a job of the filler: run while the cron
         # benchmarks wait for one when it fits, afterwards otherwise (bench/filler.py).
         filler = Filler()
@@ -356,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             filler.add(
                 "import, noop, memory",
                 sizes.imports_estimate_s,
-                functools.partial(run_imports, env, sizes, wanted, figures, args.profile),
+                functools.partial(_with_dovecot, env, run_imports, env, sizes, wanted, figures, args.profile),
                 group="imports",
                 needs_quiet_queue=False,
             )

@@ -106,6 +106,10 @@ class BenchEnv:
         self.dovecot = DovecotServer(self.engine, container, config)
         return self.dovecot
 
+    def ensure_dovecot(self) -> DovecotServer:
+        """Dovecot, started on first need: the cron benchmarks do not wait for it."""
+        return self.dovecot if self.dovecot is not None else self.start_dovecot()
+
     def start_function(self, *, processes: int = 1) -> str:
         """The real sync function (`autosync serve`) in its own process; pg_cron's trigger is pointed at it."""
         config = make_config(self.database_url)
