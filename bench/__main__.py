@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from bench import dispatch, fanout, imports, report
+from bench import api_load, dispatch, fanout, imports, noop_throughput, report
 from bench.env import BenchEnv
+from bench.filler import Filler
 
-SECTIONS = ("import", "noop", "memory", "schedule", "trigger", "fanout")
+SECTIONS = ("import", "noop", "memory", "schedule", "trigger", "fanout", "noop_throughput", "api_load")
 MB = 1_000_000
 
 
@@ -36,10 +40,35 @@ class Sizes:
     dispatcher_large_interval: int = 30
     # Timed rounds of the full import (autosync and mbsync alternating), after one warm-up each.
     import_repeats: int = 5
+    # End-to-end no-op runs: users (one Dovecot mailbox each), and the worker process counts.
+    noop_throughput_users: int = 10_000
+    noop_throughput_workers: tuple[int, ...] = (1, 2, 4)
+    # The API under load: clients at once, seconds measured per endpoint, server process counts.
+    api_load_users: int = 5_000
+    api_load_clients: int = 50
+    api_load_seconds: float = 10.0
+    api_load_processes: tuple[int, ...] = (1, 2)
+    # How long import + noop + memory take (the cron waits run it when it fits): generous.
+    imports_estimate_s: float = 240.0
 
 
 FULL = Sizes(10_000, 100_000, 200, 30, (1_000, 5_000, 10_000), 1_000, 5, 240.0, 100_000)
-QUICK = Sizes(2_000, 8_000, 50, 10, (200, 500, 1_000), 200, 5, 45.0, 10_000, import_repeats=3)
+QUICK = Sizes(
+    2_000,
+    8_000,
+    50,
+    10,
+    (200, 500, 1_000),
+    200,
+    5,
+    45.0,
+    10_000,
+    import_repeats=3,
+    noop_throughput_users=600,
+    api_load_users=2_000,
+    api_load_seconds=2.0,
+    imports_estimate_s=40.0,
+)
 
 
 def machine() -> dict[str, object]:
@@ -136,7 +165,9 @@ def report_import(
     figures["target.import_3x_mbsync"] = figures["ratio.import_vs_mbsync"] >= 3.0
 
 
-def run_cron(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figures, chart: Path | None) -> None:
+def run_cron(
+    env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figures, chart: Path | None, filler: Filler
+) -> None:
     env.start_function()
     levels, users = fanout.scheduling_at_scale(env, list(sizes.schedule_levels), interval=sizes.fanout_interval)
     if "schedule" in wanted:
@@ -151,7 +182,7 @@ def run_cron(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figu
         figures["trigger.p99_ms"] = report.percentile(times, 99) * 1000
         figures["target.trigger_p99_under_50ms"] = figures["trigger.p99_ms"] < 50
     if "fanout" in wanted:
-        windows = fanout.fanout(env, interval=sizes.fanout_interval, max_s=sizes.fanout_max_s)
+        windows = fanout.fanout(env, interval=sizes.fanout_interval, max_s=sizes.fanout_max_s, filler=filler)
         figures["fanout.users"] = len(users)
         figures["fanout.interval_minutes"] = sizes.fanout_interval
         figures["fanout.receiver"] = "sync function (`autosync serve` in its own process, real enqueue)"
@@ -175,7 +206,7 @@ def run_cron(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figu
             for index, (message, count) in enumerate(window.failures, start=1):
                 figures[f"{key}.failure{index}"] = f"{count}x {message}"
         figures["target.fanout_p99_under_5s_staggered"] = figures["fanout.staggered.p99_s"] < 5.0
-        windows += run_dispatcher(env, sizes, figures, len(users))
+        windows += run_dispatcher(env, sizes, figures, len(users), filler)
         if chart is not None:
             report.chart(
                 chart,
@@ -185,7 +216,9 @@ def run_cron(env: BenchEnv, sizes: Sizes, wanted: set[str], figures: report.Figu
             )
 
 
-def run_dispatcher(env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_users: int) -> list[fanout.Window]:
+def run_dispatcher(
+    env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_users: int, filler: Filler
+) -> list[fanout.Window]:
     """Dispatcher mode: the fan-out's users and a large population, observed at one minute boundary."""
     figures["fanout.dispatcher.switch_s"] = dispatch.switch(env, "dispatcher")
     _, schedule_s = dispatch.schedule(env, sizes.dispatcher_large_users, sizes.dispatcher_large_interval)
@@ -194,7 +227,7 @@ def run_dispatcher(env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_
         dispatch.Population("medium", sizes.fanout_interval, medium_users),
         dispatch.Population("large", sizes.dispatcher_large_interval, sizes.dispatcher_large_users),
     ]
-    observed = dispatch.observe(env, populations, max_s=sizes.fanout_max_s)
+    observed = dispatch.observe(env, populations, max_s=sizes.fanout_max_s, filler=filler)
     figures["fanout.dispatcher.period_s"] = 1
     figures["fanout.dispatcher.dispatch_p50_ms"] = report.percentile(observed.dispatch_ms, 50)
     figures["fanout.dispatcher.dispatch_max_ms"] = max(observed.dispatch_ms, default=float("nan"))
@@ -227,6 +260,103 @@ def run_dispatcher(env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_
     return windows
 
 
+def _with_dovecot(env: BenchEnv, job: Callable[..., None], *args: Any) -> None:
+    env.ensure_dovecot()
+    job(*args)
+
+
+def noop_throughput_jobs(env: BenchEnv, sizes: Sizes, figures: report.Figures, filler: Filler) -> None:
+    """Queue → worker → IMAP LOGIN + STATUS → run recorded, for unchanged mailboxes (bench/noop_throughput.py).
+
+    As jobs of a Filler: the first import, then one pass per worker count, each on its own, so
+    that they can run while the fan-out waits for a minute boundary.
+    """
+    state: dict[str, noop_throughput.Population] = {}
+    users = sizes.noop_throughput_users
+    # Generous: 40 runs/s for the first import, 50 for a pass, plus the workers' (and Dovecot's) start.
+    first_estimate, pass_estimate = 12 + users / 40, 5 + users / 50
+
+    def first_import() -> None:
+        env.ensure_dovecot()
+        population = noop_throughput.prepare(env, users)
+        first = noop_throughput.run_pass(
+            env, population, worker_count=max(sizes.noop_throughput_workers), concurrency=None
+        )
+        checkpoints = noop_throughput.imported_checkpoints(env, population)
+        if checkpoints != len(population.users):
+            raise RuntimeError(f"the first import left {checkpoints} of {len(population.users)} checkpoints")
+        state["population"] = population
+        figures["noop_throughput.users"] = len(population.users)
+        figures["noop_throughput.mailboxes"] = "one Dovecot user per account, 2 messages each, imported first"
+        figures["noop_throughput.first_import_runs_per_s"] = first.runs_per_s
+
+    def one_pass(count: int) -> None:
+        measured = noop_throughput.run_pass(env, state["population"], worker_count=count, concurrency=None)
+        key = f"noop_throughput.workers{count}"
+        figures[f"{key}.concurrency"] = measured.concurrency
+        figures[f"{key}.runs"] = measured.runs
+        figures[f"{key}.runs_per_s"] = measured.runs_per_s
+        figures[f"{key}.run_p50_ms"] = report.percentile(measured.run_seconds, 50) * 1000
+        figures[f"{key}.run_p99_ms"] = report.percentile(measured.run_seconds, 99) * 1000
+        rates = [v for k, v in figures.items() if k.startswith("noop_throughput.workers") and k.endswith("runs_per_s")]
+        figures["target.noop_throughput_200_per_s"] = max(rates) >= 200
+
+    filler.add(
+        "noop_throughput first import", first_estimate, first_import, group="noop_throughput", needs_quiet_queue=True
+    )
+    for count in sizes.noop_throughput_workers:
+        filler.add(
+            f"noop_throughput {count} worker(s)",
+            pass_estimate,
+            functools.partial(one_pass, count),
+            group="noop_throughput",
+            needs_quiet_queue=True,
+        )
+
+
+def api_load_jobs(env: BenchEnv, sizes: Sizes, figures: report.Figures, filler: Filler) -> None:
+    """load-auto-sync and save-auto-sync at N concurrent clients, one server per process count (bench/api_load.py).
+
+    One Filler job per process count; each leaves no schedule behind (its users are unscheduled).
+    """
+    state: dict[str, api_load.Population] = {}
+
+    def one_server(processes: int) -> None:
+        if "population" not in state:
+            state["population"] = api_load.population(env, users=sizes.api_load_users)
+        loads = api_load.measure(
+            env,
+            state["population"],
+            processes=processes,
+            clients=sizes.api_load_clients,
+            seconds=sizes.api_load_seconds,
+        )
+        figures["api_load.clients"] = sizes.api_load_clients
+        figures["api_load.users"] = sizes.api_load_users
+        for load in loads:
+            name = "load" if load.endpoint == api_load.LOAD else "save"
+            key = f"api_load.{name}.processes{load.processes}"
+            figures[f"{key}.requests_per_s"] = load.requests_per_s
+            figures[f"{key}.p50_ms"] = report.percentile(load.latencies, 50) * 1000
+            figures[f"{key}.p99_ms"] = report.percentile(load.latencies, 99) * 1000
+            figures[f"{key}.errors"] = load.errors
+            if load.first_error:
+                figures[f"{key}.first_error"] = load.first_error
+        best = min(v for k, v in figures.items() if k.startswith("api_load.load.") and k.endswith(".p99_ms"))
+        figures["target.api_load_p99_under_100ms"] = best < 100
+
+    # Each server: its start, then both endpoints (warm-up + measured seconds), then the unscheduling.
+    estimate = 5 + 2 * (1 + sizes.api_load_seconds) + sizes.api_load_users / 2000
+    for processes in sizes.api_load_processes:
+        filler.add(
+            f"api_load {processes} process(es)",
+            estimate,
+            functools.partial(one_server, processes),
+            group="api_load",
+            needs_quiet_queue=False,
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller sizes, same shape (< 3 minutes)")
@@ -253,16 +383,36 @@ def main(argv: list[str] | None = None) -> int:
     figures: report.Figures = {"mode": "quick" if args.quick else "full", **machine()}
     with BenchEnv() as env:
         env.start_postgres()
-        env.start_dovecot()
+        # Everything that needs no minute boundary is a job of the filler: run while the cron
+        # benchmarks wait for one when it fits, afterwards otherwise (bench/filler.py).
+        filler = Filler()
         if wanted & {"import", "noop", "memory"}:
-            run_imports(env, sizes, wanted, figures, args.profile)
+            # The biggest job first: the cron benchmarks' first wait may hold it.
+            filler.add(
+                "import, noop, memory",
+                sizes.imports_estimate_s,
+                functools.partial(_with_dovecot, env, run_imports, env, sizes, wanted, figures, args.profile),
+                group="imports",
+                needs_quiet_queue=False,
+            )
+        if "noop_throughput" in wanted:
+            noop_throughput_jobs(env, sizes, figures, filler)
+        if "api_load" in wanted:
+            api_load_jobs(env, sizes, figures, filler)
         if wanted & {"schedule", "trigger", "fanout"}:
-            run_cron(env, sizes, wanted, figures, chart)
+            run_cron(env, sizes, wanted, figures, chart, filler)
+        filler.finish()
+    for name, seconds in filler.seconds.items():
+        figures[f"bench.seconds.{name}"] = seconds
+    figures["bench.ran_while_cron_waited"] = ", ".join(filler.ran_while_waiting) or "-"
     figures["total_seconds"] = time.perf_counter() - started
     print(report.table(figures))
     if args.json:
         report.write_json(args.json, figures)
         print(f"\nfigures: {args.json}" + (f", chart: {chart}" if chart and "fanout" in wanted else ""))
+        throughput = args.json.with_name(f"{args.json.stem}-throughput.png")
+        if report.throughput_chart(throughput, figures):
+            print(f"no-op throughput and API load chart: {throughput}")
     return 0
 
 

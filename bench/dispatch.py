@@ -22,7 +22,8 @@ from typing import Any
 import psycopg
 
 from bench.env import BenchEnv, new_users
-from bench.fanout import MIN_LEAD_S
+from bench.fanout import MIN_LEAD_S, _next_slot
+from bench.filler import Filler
 
 # After every due user has a run: two more dispatches, to see any second run of the same slot.
 SETTLE_S = 3.0
@@ -84,8 +85,15 @@ def busiest_minute(conn: psycopg.Connection[Any], interval: int) -> int:
     return max(per_offset.values(), default=0)
 
 
-def observe(env: BenchEnv, populations: list[Population], *, max_s: float) -> Observed:
-    """Forget earlier runs, wait for the next minute boundary, collect what the dispatcher queued."""
+def observe(
+    env: BenchEnv, populations: list[Population], *, max_s: float, filler: Filler | None = None
+) -> Observed:
+    """Forget earlier runs, wait for the next minute boundary, collect what the dispatcher queued.
+
+    While it waits, `filler` runs the jobs that fit and need no quiet queue.
+    """
+    if filler is not None:
+        filler.until(_next_slot(MIN_LEAD_S) - MIN_LEAD_S, quiet_queue=False)
     with env.connect() as conn:
         conn.execute("DELETE FROM public.sync_runs")
         conn.execute("DELETE FROM public.procrastinate_jobs WHERE queue_name = 'imports'")

@@ -15,7 +15,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +29,7 @@ from harness.dovecot_spec import DovecotConfig, dovecot_container, dovecot_image
 from harness.ports import free_port, unique_name
 from harness.service import make_config
 from infra import containers, dbsettings, migrations
+from sync_function.config import Config
 
 
 @dataclass
@@ -103,47 +106,14 @@ class BenchEnv:
         self.dovecot = DovecotServer(self.engine, container, config)
         return self.dovecot
 
-    def start_function(self) -> str:
+    def ensure_dovecot(self) -> DovecotServer:
+        """Dovecot, started on first need: the cron benchmarks do not wait for it."""
+        return self.dovecot if self.dovecot is not None else self.start_dovecot()
+
+    def start_function(self, *, processes: int = 1) -> str:
         """The real sync function (`autosync serve`) in its own process; pg_cron's trigger is pointed at it."""
         config = make_config(self.database_url)
-        assert config.jwt_secret is not None  # make_config always generates one
-        port = free_port()
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "DATABASE_URL": self.database_url,
-            "AUTOSYNC_SERVICE_KEY": config.service_key.get_secret_value(),
-            "AUTOSYNC_JWT_SECRET": config.jwt_secret.get_secret_value(),
-            "AUTOSYNC_ENCRYPTION_KEY": config.encryption_key.get_secret_value(),
-            "AUTOSYNC_PORT": str(port),
-            "AUTOSYNC_LOG_LEVEL": "warning",
-        }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sync_function.cli", "serve"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def stop() -> None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-        self._stack.callback(stop)
-        self.function_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.function_url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the sync function did not become ready")
-            time.sleep(0.2)
+        self.function_url = self._stack.enter_context(serve_function(config, processes=processes))
         dbsettings.configure(
             self.database_url, function_url=self.function_url, service_key=config.service_key.get_secret_value()
         )
@@ -151,6 +121,54 @@ class BenchEnv:
 
     def connect(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.database_url, autocommit=True)
+
+
+@contextlib.contextmanager
+def serve_function(config: Config, *, processes: int = 1, source: Path | None = None) -> Iterator[str]:
+    """`autosync serve --processes N` configured like `config`, on a free port, until the block ends.
+
+    `source`: run the server's code from another checkout of the repository (before/after a change).
+    """
+    assert config.jwt_secret is not None  # make_config always generates one
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DATABASE_URL": config.database_url.get_secret_value(),
+        "AUTOSYNC_SERVICE_KEY": config.service_key.get_secret_value(),
+        "AUTOSYNC_JWT_SECRET": config.jwt_secret.get_secret_value(),
+        "AUTOSYNC_ENCRYPTION_KEY": config.encryption_key.get_secret_value(),
+        "AUTOSYNC_PORT": str(port),
+        "AUTOSYNC_LOG_LEVEL": "warning",
+    }
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sync_function.cli", "serve", *(["--processes", str(processes)] if processes > 1 else [])],
+        env=env,
+        cwd=source,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the sync function did not become ready")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()  # uvicorn's supervisor stops its worker processes on SIGTERM
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def new_users(conn: psycopg.Connection[Any], count: int, *, enabled: bool = True, interval: int = 5) -> list[uuid.UUID]:

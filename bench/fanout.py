@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 
 from bench.env import BenchEnv, new_users
+from bench.filler import Filler
 
 # The users' jobs, recognised by the schema's own naming function.
 JOBS = "public.auto_sync_job_user(jobname) IS NOT NULL"
@@ -151,11 +152,21 @@ def _collect_runs(conn: psycopg.Connection[Any], window: Window) -> None:
     window.durations = [float(r[3]) for r in rows if r[3] is not None]
 
 
-def fanout(env: BenchEnv, *, interval: int, max_s: float) -> list[Window]:
-    """The busiest-minute fan-out with the per-user stagger, then with every user on one minute."""
+def fanout(
+    env: BenchEnv, *, interval: int, max_s: float, filler: Filler | None = None
+) -> list[Window]:
+    """The busiest-minute fan-out with the per-user stagger, then with every user on one minute.
+
+    While it waits for each minute boundary, `filler` runs what fits (its jobs see no user cron job
+    active and no queued run of the fan-out's).
+    """
     windows: list[Window] = []
     with env.connect() as conn:
         conn.execute(f"UPDATE cron.job SET active = false WHERE {JOBS}")
+        _reset_runs(conn)
+    if filler is not None:
+        filler.until(_next_slot(MIN_LEAD_S) - MIN_LEAD_S, quiet_queue=True)
+    with env.connect() as conn:
         _reset_runs(conn)
         buckets = _due_counts(conn, interval)
         total = sum(buckets.values())
@@ -170,6 +181,10 @@ def fanout(env: BenchEnv, *, interval: int, max_s: float) -> list[Window]:
     _observe(env, staggered, max_s=max_s, stop_by=slot + 50)
     windows.append(staggered)
 
+    if filler is not None:
+        with env.connect() as conn:
+            _reset_runs(conn)
+        filler.until(_next_slot(MIN_LEAD_S) - MIN_LEAD_S, quiet_queue=True)
     with env.connect() as conn:
         _reset_runs(conn)
         slot = _next_slot(MIN_LEAD_S)

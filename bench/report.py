@@ -84,3 +84,52 @@ def chart(path: Path, windows: Sequence[Any], *, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def throughput_chart(path: Path, figures: Figures) -> bool:
+    """No-op runs/s per worker count and the API's p50/p99 per process count; False when neither ran."""
+    workers = sorted(
+        int(key.split(".")[1].removeprefix("workers"))
+        for key in figures
+        if key.startswith("noop_throughput.workers") and key.endswith(".runs_per_s")
+    )
+    loads = [
+        (name, int(key.split(".")[2].removeprefix("processes")))
+        for key in figures
+        for name in ("load", "save")
+        if key.startswith(f"api_load.{name}.processes") and key.endswith(".p99_ms")
+    ]
+    if not workers and not loads:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    rates = [figures[f"noop_throughput.workers{n}.runs_per_s"] for n in workers]
+    left.bar([str(n) for n in workers], rates, color="tab:blue")
+    for index, rate in enumerate(rates):
+        left.annotate(f"{rate:.0f}/s", (index, rate), ha="center", xytext=(0, 3), textcoords="offset points")
+    left.axhline(200, color="grey", linestyle="--", linewidth=1)
+    left.text(-0.4, 203, "200 runs/s target", color="grey", fontsize=8)
+    left.set_xlabel("autosync worker processes (concurrency 4 each)")
+    left.set_ylabel("no-op runs per second")
+    left.set_title(f"end-to-end no-op syncs, {figures.get('noop_throughput.users', 0):,} users", fontsize=10)
+    labels = [f"{name}\n{count} proc." for name, count in loads]
+    p50 = [figures[f"api_load.{name}.processes{count}.p50_ms"] for name, count in loads]
+    p99 = [figures[f"api_load.{name}.processes{count}.p99_ms"] for name, count in loads]
+    positions = list(range(len(loads)))
+    right.bar([p - 0.2 for p in positions], p50, width=0.4, label="p50")
+    right.bar([p + 0.2 for p in positions], p99, width=0.4, label="p99")
+    right.set_xticks(positions, labels)
+    right.axhline(100, color="grey", linestyle="--", linewidth=1)
+    right.set_ylabel("ms per request")
+    right.set_title(f"API at {figures.get('api_load.clients', 0)} concurrent clients", fontsize=10)
+    right.legend(loc="upper left")
+    for ax in (left, right):
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True

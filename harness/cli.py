@@ -17,6 +17,9 @@ def env_up(
     postgres_port: int = typer.Option(54322, help="Loopback port for Postgres (first start only)."),
     function_port: int = typer.Option(54321, help="Loopback port for the function's API (first start only)."),
     workers: int = typer.Option(1, min=0, help="Number of `autosync worker` containers."),
+    api_processes: int = typer.Option(
+        1, min=1, max=64, help="`autosync serve` processes in the serve container (AUTOSYNC_API_PROCESSES)."
+    ),
     demo: bool = typer.Option(
         True, "--demo/--no-demo", help="Also run a demo mailbox (Dovecot) and a demo user syncing it."
     ),
@@ -38,6 +41,7 @@ def env_up(
                 postgres_port=postgres_port,
                 function_port=function_port,
                 workers=workers,
+                api_processes=api_processes,
                 demo=demo,
                 demo_mail_every_s=demo_mail_every,
                 scheduling=scheduling,

@@ -73,6 +73,30 @@ class DovecotServer:
             # Readable by Dovecot's auth process through the users.d directory's group.
             self._put({path: content}, mode=0o644)
 
+    def add_users_with_mail(
+        self, users: dict[str, str], messages: list[bytes], *, chunk: int = 2_000
+    ) -> None:
+        """Many users at once, each with the same `messages` as new mail in INBOX (benchmarks).
+
+        One tar per `chunk` users instead of two Docker calls per user: 10,000 users take seconds.
+        """
+        names = list(users)
+        for start in range(0, len(names), chunk):
+            part = names[start : start + chunk]
+            credentials = dict(user_file(name, users[name]) for name in part)
+            with self._lock:
+                self.users.update({name: users[name] for name in part})
+                self._put(credentials, mode=0o644)
+            files: dict[str, bytes] = {}
+            dirs: list[str] = []
+            for name in part:
+                directory = self.maildir(name)
+                dirs += [directory, *(f"{directory}/{sub}" for sub in ("cur", "new", "tmp"))]
+                self._maildirs.add(directory)
+                for seq, data in enumerate(messages, start=1):
+                    files[f"{directory}/new/{1_600_000_000 + seq}.M{seq}P1.autosync"] = data
+            self._put(files, dirs=dirs, mode=0o600, uid=MAIL_UID, gid=MAIL_GID)
+
     def new_user(self, prefix: str = "user") -> tuple[str, str]:
         """A fresh user with a random password: tests never share a mailbox."""
         name = f"{prefix}-{secrets.token_hex(4)}"

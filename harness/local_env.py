@@ -263,6 +263,7 @@ def up(
     postgres_port: int | None = None,
     function_port: int | None = None,
     workers: int = 1,
+    api_processes: int = 1,
     demo: bool = False,
     demo_mail_every_s: int = demo_mail.DEMO_MAIL_EVERY_S,
     scheduling: str = "per_user",
@@ -277,6 +278,8 @@ def up(
     """
     if workers < 0:
         raise ValueError("workers must be >= 0")
+    if api_processes < 1:
+        raise ValueError("api_processes must be >= 1")
     if scheduling not in SCHEDULING_MODES:
         raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING_MODES)} (got {scheduling!r})")
     state = read_state(name)
@@ -295,6 +298,8 @@ def up(
         # The local environment syncs from a test Dovecot on this machine: loopback is allowed here only.
         imap_allowed_networks=LOOPBACK_NETWORKS,
         worker_metrics_port=int(state.get("AUTOSYNC_WORKER_METRICS_PORT") or free_ports(1)[0]),
+        # A changed count changes the serve container's spec, so `up` recreates it.
+        api_processes=api_processes,
     )
     if postgres.port == function.port:
         raise ValueError(f"Postgres and the function would both listen on port {postgres.port}")

@@ -108,6 +108,8 @@ class SyncFunctionConfig:
     imap_allowed_networks: str = ""
     # Worker n serves Prometheus metrics on 127.0.0.1:(worker_metrics_port + n - 1); None: not served.
     worker_metrics_port: int | None = None
+    # AUTOSYNC_API_PROCESSES of the serve container: server processes sharing its port.
+    api_processes: int = 1
 
     def metrics_port(self, index: int) -> int | None:
         """Where worker `index` (from 1) serves its metrics, if they are served."""
@@ -173,6 +175,8 @@ def sync_function_container(
         env["AUTOSYNC_IMAP_ALLOWED_NETWORKS"] = config.imap_allowed_networks
     image = image if image is not None else sync_function_image()
     if role == "serve":
+        if config.api_processes > 1:
+            env["AUTOSYNC_API_PROCESSES"] = str(config.api_processes)
         return ContainerSpec(
             name=f"{config.name}-serve",
             image=image,

@@ -95,6 +95,7 @@ def main() -> None:
                 port=config.function_port,
                 workers=config.workers,
                 worker_metrics_port=config.worker_metrics_port,
+                api_processes=config.api_processes,
                 image_tag=config.function_image_tag,
                 build_args=dict(config.function_build_args),
                 env_label=prefix,

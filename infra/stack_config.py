@@ -30,6 +30,9 @@ DEFAULT_WORKERS = 1
 # Worker n serves its Prometheus metrics on 127.0.0.1:(workerMetricsPort + n - 1) (host networking).
 DEFAULT_WORKER_METRICS_PORT = 9464
 MAX_WORKERS = 32
+# `autosync serve` processes in the serve container (AUTOSYNC_API_PROCESSES).
+DEFAULT_API_PROCESSES = 1
+MAX_API_PROCESSES = 64
 # How auto-sync is scheduled (the schema's set_auto_sync_mode): one pg_cron job per user, the
 # default the seed documents, or one dispatcher job for everyone (for many users).
 SCHEDULING_MODES = ("per_user", "dispatcher")
@@ -48,6 +51,7 @@ FUNCTION_ONLY_KEYS = (
     "functionPort",
     "workers",
     "workerMetricsPort",
+    "apiProcesses",
     "functionImageTag",
     "functionBuildArgs",
     "jwtSecret",
@@ -68,6 +72,7 @@ KNOWN_KEYS = frozenset(
         "functionPort",
         "workers",
         "workerMetricsPort",
+        "apiProcesses",
         "functionImageTag",
         "functionBuildArgs",
         "serviceKey",
@@ -142,6 +147,7 @@ class StackConfig:
     function_port: int = DEFAULT_FUNCTION_PORT
     workers: int = DEFAULT_WORKERS
     worker_metrics_port: int = DEFAULT_WORKER_METRICS_PORT
+    api_processes: int = DEFAULT_API_PROCESSES
     function_image_tag: str | None = None
     function_build_args: Mapping[str, str] = field(default_factory=dict)
     service_key: str | None = field(default=None, repr=False)
@@ -330,6 +336,7 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
     worker_metrics_port = reader.integer(
         "workerMetricsPort", DEFAULT_WORKER_METRICS_PORT, low=1, high=65535 - MAX_WORKERS
     )
+    api_processes = reader.integer("apiProcesses", DEFAULT_API_PROCESSES, low=1, high=MAX_API_PROCESSES)
     build_args = _build_args(reader)
     scheduling_mode = reader.string("schedulingMode") or DEFAULT_SCHEDULING_MODE
     if scheduling_mode not in SCHEDULING_MODES:
@@ -350,6 +357,7 @@ def load(source: ConfigSource, *, stack: str) -> StackConfig:
         function_port=function_port,
         workers=workers,
         worker_metrics_port=worker_metrics_port,
+        api_processes=api_processes,
         function_image_tag=function_image_tag,
         function_build_args=build_args,
         service_key=reader.secret("serviceKey", check=_check_service_key),

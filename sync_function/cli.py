@@ -42,6 +42,9 @@ def _config():  # type: ignore[no-untyped-def]
 def serve(
     host: str | None = typer.Option(None, help="Bind address (default AUTOSYNC_HOST, 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port (default AUTOSYNC_PORT, 8000)."),
+    processes: int | None = typer.Option(
+        None, min=1, max=64, help="Server processes sharing the port (default AUTOSYNC_API_PROCESSES, 1)."
+    ),
 ) -> None:
     """Run the HTTP API (settings, accounts, history, the functions pg_cron calls)."""
     import uvicorn
@@ -49,16 +52,23 @@ def serve(
     from sync_function import logs
     from sync_function.main import create_app
 
-    config = _config()
+    config = _config()  # checked here, so a bad variable stops the parent with its message
     logs.configure(config.log_level)
-    uvicorn.run(
-        create_app(config),
-        host=host or config.host,
-        port=port or config.port,
-        log_level=config.log_level,
-        access_log=False,
-        proxy_headers=False,
-    )
+    count = processes or config.api_processes
+    common = {
+        "host": host or config.host,
+        "port": port or config.port,
+        "log_level": config.log_level,
+        "access_log": False,
+        "proxy_headers": False,
+    }
+    if count == 1:
+        uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
+        return
+    # One Python process is one GIL: JWT checks, validation and JSON of concurrent requests queue
+    # behind each other. uvicorn's supervisor binds the socket once and starts `count` processes,
+    # each building its app (and pool) from the environment.
+    uvicorn.run("sync_function.main:app_from_environment", factory=True, workers=count, **common)  # type: ignore[arg-type]
 
 
 @app.command()

@@ -30,6 +30,19 @@ def token_verifier(config: Config) -> TokenVerifier:
     return TokenVerifier(secret=secret, jwks=jwks, audience=config.jwt_audience)
 
 
+def app_from_environment() -> FastAPI:
+    """The app of one `autosync serve --processes N` process: each builds its own from the environment.
+
+    uvicorn starts every process afresh and imports this factory by name; nothing is built at import.
+    """
+    from sync_function import logs
+    from sync_function.config import load_config
+
+    config = load_config()
+    logs.configure(config.log_level)
+    return create_app(config)
+
+
 def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None) -> FastAPI:
     """The service for `config`. `imap_ssl_context` overrides IMAP certificate checks (tests)."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from psycopg import Connection
+from psycopg import Connection, Cursor
 from psycopg.rows import dict_row
 
 QUEUE = "imports"
@@ -42,38 +42,39 @@ SELECT unnest(public.procrastinate_defer_jobs_v1(ARRAY[
 
 SET_JOB = "UPDATE public.sync_runs SET job_id = %(job_id)s WHERE id = %(run_id)s"
 
+# One statement, so one round trip (a no-op run is a handful of them: each counts). The run moves to
+# 'running' and returns its user; only then (the CTEs read `run`) is an attempt still 'running' from an
+# earlier try closed as cut short (its worker died or lost the database) and this attempt opened.
 START_ATTEMPT = """
-UPDATE public.sync_runs
-SET status = 'running', attempts = %(attempt)s, started_at = coalesce(started_at, now()),
-    progress_done = 0, progress_total = NULL
-WHERE id = %(run_id)s AND status IN ('queued', 'running')
-RETURNING user_id
+WITH run AS (
+    UPDATE public.sync_runs
+    SET status = 'running', attempts = %(attempt)s, started_at = coalesce(started_at, now()),
+        progress_done = 0, progress_total = NULL
+    WHERE id = %(run_id)s AND status IN ('queued', 'running')
+    RETURNING user_id
+), interrupted AS (
+    UPDATE public.sync_run_attempts
+    SET status = 'failed',
+        error = 'interrupted: the attempt ended without recording an outcome (worker stopped or lost the database)',
+        finished_at = now()
+    WHERE run_id = %(run_id)s AND status = 'running' AND attempt < %(attempt)s AND EXISTS (SELECT FROM run)
+), opened AS (
+    INSERT INTO public.sync_run_attempts (run_id, attempt, user_id, worker)
+    SELECT %(run_id)s, %(attempt)s, run.user_id, %(worker)s FROM run
+    ON CONFLICT (run_id, attempt) DO UPDATE
+        SET status = 'running', started_at = now(), error = NULL, worker = excluded.worker
+)
+SELECT user_id FROM run
 """
 
-# An attempt still 'running' when a later one starts was cut short (its worker died or lost the database).
-CLOSE_INTERRUPTED = """
-UPDATE public.sync_run_attempts
-SET status = 'failed',
-    error = 'interrupted: the attempt ended without recording an outcome (worker stopped or lost the database)',
-    finished_at = now()
-WHERE run_id = %(run_id)s AND status = 'running' AND attempt < %(attempt)s
-"""
-
-INSERT_ATTEMPT = """
-INSERT INTO public.sync_run_attempts (run_id, attempt, user_id, worker)
-VALUES (%(run_id)s, %(attempt)s, %(user_id)s, %(worker)s)
-ON CONFLICT (run_id, attempt) DO UPDATE
-    SET status = 'running', started_at = now(), error = NULL, worker = excluded.worker
-"""
-
+# The attempt closed and the run moved on in one statement (one round trip). A run that will be
+# retried goes back to 'queued' and keeps its last error visible.
 FINISH_ATTEMPT = """
-UPDATE public.sync_run_attempts
-SET status = %(status)s, messages_imported = %(messages)s, error = %(error)s, finished_at = now()
-WHERE run_id = %(run_id)s AND attempt = %(attempt)s
-"""
-
-# A run that will be retried goes back to 'queued' and keeps its last error visible.
-FINISH_RUN = """
+WITH attempt AS (
+    UPDATE public.sync_run_attempts
+    SET status = %(attempt_status)s, messages_imported = %(messages)s, error = %(error)s, finished_at = now()
+    WHERE run_id = %(run_id)s AND attempt = %(attempt)s
+)
 UPDATE public.sync_runs
 SET status = %(status)s,
     messages_imported = messages_imported + %(messages)s,
@@ -163,14 +164,9 @@ def start_attempt(
     conn: Connection, *, run_id: uuid.UUID, attempt: int, worker: str | None = None
 ) -> uuid.UUID | None:
     """Mark the run running and open attempt `attempt`; returns the user, or None if the run is over."""
-    with conn.transaction():
-        row = conn.execute(START_ATTEMPT, {"run_id": run_id, "attempt": attempt}).fetchone()
-        if row is None:
-            return None
-        conn.execute(CLOSE_INTERRUPTED, {"run_id": run_id, "attempt": attempt})
-        conn.execute(
-            INSERT_ATTEMPT, {"run_id": run_id, "attempt": attempt, "user_id": row[0], "worker": worker}
-        )
+    row = _atomic(conn, START_ATTEMPT, {"run_id": run_id, "attempt": attempt, "worker": worker}).fetchone()
+    if row is None:
+        return None
     user_id: uuid.UUID = row[0]
     return user_id
 
@@ -189,19 +185,28 @@ def finish_attempt(
         status = "succeeded"
     else:
         status = "failed" if final else "queued"
-    with conn.transaction():
-        conn.execute(
-            FINISH_ATTEMPT,
-            {
-                "run_id": run_id,
-                "attempt": attempt,
-                "status": "succeeded" if error is None else "failed",
-                "messages": messages,
-                "error": error,
-            },
-        )
-        conn.execute(FINISH_RUN, {"run_id": run_id, "status": status, "messages": messages, "error": error})
+    _atomic(
+        conn,
+        FINISH_ATTEMPT,
+        {
+            "run_id": run_id,
+            "attempt": attempt,
+            "attempt_status": "succeeded" if error is None else "failed",
+            "status": status,
+            "messages": messages,
+            "error": error,
+        },
+    )
     return status
+
+
+def _atomic(conn: Connection, query: str, params: dict[str, Any]) -> Cursor[Any]:
+    """Run one statement atomically: as is in autocommit (one round trip, no BEGIN/COMMIT around it),
+    in a transaction (or a savepoint in the caller's) otherwise."""
+    if conn.autocommit:
+        return conn.execute(query, params)
+    with conn.transaction():
+        return conn.execute(query, params)
 
 
 def set_progress(conn: Connection, *, run_id: uuid.UUID, done: int, total: int) -> None:
@@ -220,4 +225,3 @@ def history(conn: Connection, *, user_id: uuid.UUID, limit: int) -> list[RunReco
     with conn.cursor(row_factory=dict_row) as cur:
         rows: list[dict[str, Any]] = cur.execute(HISTORY, {"user_id": user_id, "limit": limit}).fetchall()
     return [RunRecord(**row) for row in rows]
-

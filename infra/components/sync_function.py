@@ -30,6 +30,7 @@ class SyncFunctionArgs:
     port: int = 8000
     workers: int = 1
     worker_metrics_port: int | None = None
+    api_processes: int = 1
     image_tag: str | None = None
     build_args: dict[str, str] = field(default_factory=dict)
     env_label: str = "autosync"
@@ -60,6 +61,7 @@ class SyncFunction(pulumi.ComponentResource):
             encryption_key=placeholder,
             port=args.port,
             worker_metrics_port=args.worker_metrics_port,
+            api_processes=args.api_processes,
         )
         image_spec = sync_function_image(args.build_args)
         secrets = {

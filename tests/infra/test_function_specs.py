@@ -193,3 +193,11 @@ def test_workers_serve_metrics_on_their_own_ports() -> None:
     assert first.command == ("worker", "--metrics-port", "9500") and first.port == 9500
     assert second.command == ("worker", "--metrics-port", "9501") and second.port == 9501
     assert sync_function_container(config, role="serve").command == ("serve",)
+
+
+def test_serve_runs_the_configured_process_count() -> None:
+    assert "AUTOSYNC_API_PROCESSES" not in sync_function_container(CONFIG, role="serve").env
+    config = dataclasses.replace(CONFIG, api_processes=3)
+    assert sync_function_container(config, role="serve").env["AUTOSYNC_API_PROCESSES"] == "3"
+    # Workers have no use for it.
+    assert "AUTOSYNC_API_PROCESSES" not in sync_function_container(config, role="worker").env

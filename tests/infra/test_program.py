@@ -289,3 +289,12 @@ def test_scheduling_mode_reaches_the_database_settings(run_program) -> None:  # 
     assert run_program().monitor.by_name("database-settings").plain("scheduling_mode") == "per_user"
     settings = run_program({"schedulingMode": "dispatcher"}).monitor.by_name("database-settings")
     assert settings.plain("scheduling_mode") == "dispatcher"
+
+
+def test_api_processes_reach_the_serve_container(run_program) -> None:  # type: ignore[no-untyped-def]
+    assert not any(
+        e.startswith("AUTOSYNC_API_PROCESSES=")
+        for e in run_program().monitor.by_name("sync-function-serve").plain("envs")
+    )
+    serve_env = run_program({"apiProcesses": "3"}).monitor.by_name("sync-function-serve").plain("envs")
+    assert "AUTOSYNC_API_PROCESSES=3" in serve_env

@@ -61,6 +61,14 @@ def test_workers_bounds() -> None:
     assert "autosync:workers: must be an integer between 0 and 32 (got 33)" in problems({"workers": "33"})
 
 
+def test_api_processes() -> None:
+    assert config({}).api_processes == 1
+    assert config({"apiProcesses": "4"}).api_processes == 4
+    assert "autosync:apiProcesses: must be an integer between 1 and 64 (got 0)" in problems(
+        {"apiProcesses": "0"}
+    )
+
+
 def test_ports_must_differ_when_both_containers_run() -> None:
     assert "autosync:functionPort: must differ from postgresPort" in problems(
         {"postgresPort": "7000", "functionPort": "7000"}
