@@ -129,15 +129,9 @@ class Config(BaseSettings):
         parse_origins(value)  # raises ValueError naming the bad entry
         return value
 
-    @field_validator("imap_allowed_networks")
+    @field_validator("imap_allowed_networks", "oauth_allowed_networks")
     @classmethod
     def _destinations(cls, value: str) -> str:
-        DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
-        return value
-
-    @field_validator("oauth_allowed_networks")
-    @classmethod
-    def _token_endpoints(cls, value: str) -> str:
         DestinationPolicy.parse(value.split(","))  # raises ValueError naming the bad entry
         return value
 

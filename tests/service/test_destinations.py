@@ -109,13 +109,14 @@ def test_a_name_resolving_to_loopback_is_refused_unless_allowed() -> None:
 
 
 @pytest.mark.docker
-def test_the_allow_list_setting_is_validated(database_url: str) -> None:
+@pytest.mark.parametrize("setting", ["imap_allowed_networks", "oauth_allowed_networks"])
+def test_the_allow_list_settings_are_validated(database_url: str, setting: str) -> None:
     from harness.service import make_config
 
     with pytest.raises(ValueError, match="neither a network"):
-        make_config(database_url, imap_allowed_networks="10.0.0.0/8,a..b")
-    config = make_config(database_url, imap_allowed_networks="10.0.0.0/8, mail.internal")
-    policy = config.imap_destinations()
+        make_config(database_url, **{setting: "10.0.0.0/8,a..b"})
+    config = make_config(database_url, **{setting: "10.0.0.0/8, mail.internal"}, oauth_allow_loopback_http=False)
+    policy = config.imap_destinations() if setting == "imap_allowed_networks" else config.oauth_destinations()
     assert policy.allows("x.example", ipaddress.ip_address("10.9.9.9"))
     assert policy.allows("mail.internal", ipaddress.ip_address("192.168.0.1"))
     assert not policy.allows("x.example", ipaddress.ip_address("192.168.0.1"))
