@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import jwt
-
 from bench.env import BenchEnv, new_users, serve_function
 from harness.service import make_config
+from harness.tokens import user_token
 from sync_function.config import Config
 
 LOAD = "/api/settings/load-auto-sync"
@@ -53,11 +52,7 @@ class Load:
 def tokens(config: Config, users: list[uuid.UUID]) -> list[str]:
     assert config.jwt_secret is not None
     secret = config.jwt_secret.get_secret_value()
-    expires = int(time.time()) + 3600
-    return [
-        jwt.encode({"sub": str(u), "exp": expires, "role": "authenticated"}, secret, algorithm="HS256")
-        for u in users
-    ]
+    return [user_token(secret, u, expires_in=3600) for u in users]
 
 
 class _Client:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import docker
 import httpx
-import jwt
 import psycopg
 
 from harness import docker_local, mailgen
@@ -34,6 +33,7 @@ from harness.dovecot_spec import (
     dovecot_container,
     dovecot_image,
 )
+from harness.tokens import user_token
 
 DEMO_EMAIL = "demo@autosync.invalid"
 DEMO_MAILBOX_USER = "demo"
@@ -79,12 +79,7 @@ def dovecot_config(env_name: str, *, imap_port: int, imaps_port: int) -> Dovecot
 
 def demo_link(api_url: str, *, user_id: uuid.UUID, jwt_secret: str, ttl_s: int = DEMO_LINK_TTL_S) -> str:
     """The page's address with a short-lived token in the fragment (never sent to the server)."""
-    now = int(time.time())
-    token = jwt.encode(
-        {"sub": str(user_id), "role": "authenticated", "iat": now, "exp": now + ttl_s},
-        jwt_secret,
-        algorithm="HS256",
-    )
+    token = user_token(jwt_secret, user_id, expires_in=ttl_s, iat=int(time.time()))
     return f"{api_url}/app/#token={token}"
 
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
-import jwt
 import psycopg
 import pytest
+
+from harness.tokens import user_token
 
 if TYPE_CHECKING:  # the harness modules import the Docker SDK: load them only when a fixture is used
     from harness import local_env
@@ -69,8 +69,7 @@ class AutosyncEnv:
 
     def token(self, user_id: uuid.UUID, *, expires_in: int = 600) -> str:
         """A user JWT the API accepts (HS256 with the environment's secret, role `authenticated`)."""
-        claims = {"sub": str(user_id), "role": "authenticated", "exp": int(time.time()) + expires_in}
-        return jwt.encode(claims, self.jwt_secret, algorithm="HS256")
+        return user_token(self.jwt_secret, user_id, expires_in=expires_in)
 
     def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
         """Headers for a request as `user_id`."""

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
-import jwt
 import uvicorn
 from cryptography.fernet import Fernet
 
 from harness.ports import free_port
+from harness.tokens import user_token
 from sync_function import queue
 from sync_function.config import Config
 from sync_function.main import create_app
@@ -49,14 +49,8 @@ class Service:
     client: httpx.Client
 
     def token(self, user_id: uuid.UUID, *, expires_in: int = 300, **claims: object) -> str:
-        payload = {
-            "sub": str(user_id),
-            "exp": int(time.time()) + expires_in,
-            "role": "authenticated",
-            **claims,
-        }
         assert self.config.jwt_secret is not None, "tokens are signed with the HS256 secret"
-        return jwt.encode(payload, self.config.jwt_secret.get_secret_value(), algorithm="HS256")
+        return user_token(self.config.jwt_secret.get_secret_value(), user_id, expires_in=expires_in, **claims)
 
     def as_user(self, user_id: uuid.UUID) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(user_id)}"}
