@@ -52,7 +52,7 @@ class Config(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     db_pool_max: int = Field(default=10, ge=1, le=200)
-    # `serve` processes (uvicorn workers) sharing one socket; each has its own pool of db_pool_max.
+    # `serve` processes (uvicorn workers) sharing one socket; each has its own pools (db_pool_max each).
     api_processes: int = Field(default=1, ge=1, le=64)
     # Every connection runs SET ROLE to this (empty: keep the login role). service_role holds exactly
     # what the service needs (revision 0014), so a superuser URL does not make the service one.

@@ -18,7 +18,7 @@ from typing import Any
 import procrastinate
 from psycopg import AsyncConnection, Connection, sql
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sync_function.config import Config
 
@@ -58,6 +58,32 @@ def open_pool(config: Config, *, name: str, max_size: int) -> ConnectionPool:
         kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
         configure=configure,
     )
+
+
+async def open_async_pool(config: Config, *, name: str, max_size: int) -> AsyncConnectionPool:
+    """`open_pool` for coroutines: the same role, timeouts and lazy opening, on the event loop.
+
+    The API's hot reads use it: a sync route costs the event loop a thread-pool hand-off per
+    request, which under load was more than the query itself (BENCHMARKS.md, API under load).
+    """
+    set_role = _role_statement(config)
+
+    async def configure(conn: AsyncConnection[Any]) -> None:
+        if set_role is not None:
+            await conn.execute(set_role)
+
+    pool: AsyncConnectionPool = AsyncConnectionPool(
+        config.database_url.get_secret_value(),
+        min_size=1,
+        max_size=max_size,
+        name=name,
+        open=False,  # an async pool opens on the running loop, below
+        timeout=3.0,
+        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
+        configure=configure,
+    )
+    await pool.open(wait=False)
+    return pool
 
 
 def queue_connector(config: Config) -> procrastinate.PsycopgConnector:

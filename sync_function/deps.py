@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sync_function.auth import TokenVerifier, Unauthorized, bearer_token, service_key_index
 from sync_function.config import Config
@@ -28,8 +28,15 @@ async def get_pool(request: Request) -> ConnectionPool:
     return pool
 
 
+async def get_read_pool(request: Request) -> AsyncConnectionPool:
+    pool: AsyncConnectionPool = request.app.state.read_pool
+    return pool
+
+
 ConfigDep = Annotated[Config, Depends(get_config)]
 PoolDep = Annotated[ConnectionPool, Depends(get_pool)]
+# For `async def` routes that only read: no thread-pool hop per request.
+ReadPoolDep = Annotated[AsyncConnectionPool, Depends(get_read_pool)]
 
 
 async def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> uuid.UUID:

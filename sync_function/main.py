@@ -12,7 +12,7 @@ from sync_function import errors, metrics
 from sync_function.auth import JwksKeys, TokenVerifier
 from sync_function.config import Config
 from sync_function.cors import UserFacingCors, parse_origins
-from sync_function.db import open_pool
+from sync_function.db import open_async_pool, open_pool
 from sync_function.routes import accounts, auto_sync, functions, health, history, operator, page
 from sync_function.schemas import ErrorBody
 
@@ -49,12 +49,17 @@ def create_app(config: Config, *, imap_ssl_context: ssl.SSLContext | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool = open_pool(config, name="autosync-api", max_size=config.db_pool_max)
+        # The page's reads (load-auto-sync, next-run, intervals) run on the event loop; everything
+        # else is a sync route in the thread pool. Each pool holds up to db_pool_max connections.
+        read_pool = await open_async_pool(config, name="autosync-api-reads", max_size=config.db_pool_max)
         app.state.pool = pool
+        app.state.read_pool = read_pool
         app.state.token_verifier = token_verifier(config)
         app.state.metrics_registry = metrics.api_registry(pool)
         try:
             yield
         finally:
+            await read_pool.close()
             pool.close()
 
     app = FastAPI(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
-from psycopg import Connection
+from psycopg import AsyncConnection, Connection
 
 from sync_function import ratelimits
 from sync_function.users import UnknownUser
@@ -104,9 +104,9 @@ def save_preference(
         raise UnknownUser(user_id) from None
 
 
-def load_preference(conn: Connection, *, user_id: uuid.UUID) -> Preference:
+async def load_preference(conn: AsyncConnection, *, user_id: uuid.UUID) -> Preference:
     """The user's saved preference, or DEFAULT when they never saved one."""
-    row = conn.execute(LOAD, {"user_id": user_id}).fetchone()
+    row = await (await conn.execute(LOAD, {"user_id": user_id})).fetchone()
     return DEFAULT if row is None else Preference(enabled=row[0], interval_minutes=row[1])
 
 
@@ -120,14 +120,14 @@ def auto_sync_enabled(conn: Connection, *, user_id: uuid.UUID) -> bool:
     return bool(enabled)
 
 
-def supported_intervals(conn: Connection) -> list[int]:
+async def supported_intervals(conn: AsyncConnection) -> list[int]:
     """The intervals (minutes) a preference may have, as the database decides."""
-    row = conn.execute(SUPPORTED).fetchone()
+    row = await (await conn.execute(SUPPORTED)).fetchone()
     assert row is not None
     return list(row[0])
 
 
-def next_run(conn: Connection, *, user_id: uuid.UUID) -> datetime | None:
+async def next_run(conn: AsyncConnection, *, user_id: uuid.UUID) -> datetime | None:
     """When the user's auto-sync fires next (pg_cron's clock, UTC), or None when it is off."""
-    row = conn.execute(NEXT_RUN, {"user_id": user_id}).fetchone()
+    row = await (await conn.execute(NEXT_RUN, {"user_id": user_id})).fetchone()
     return None if row is None else row[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sync_function import preferences, ratelimits
-from sync_function.deps import ConfigDep, CurrentUser, PoolDep
+from sync_function.deps import ConfigDep, CurrentUser, PoolDep, ReadPoolDep
 from sync_function.errors import ApiError
 from sync_function.schemas import AutoSyncPreference, Intervals, LoadAutoSync, NextRun, SaveAutoSync, Success
 from sync_function.users import UnknownUser
@@ -33,23 +33,23 @@ def save_auto_sync(body: SaveAutoSync, user_id: CurrentUser, pool: PoolDep, conf
 
 
 @router.get("/load-auto-sync", response_model=LoadAutoSync)
-def load_auto_sync(user_id: CurrentUser, pool: PoolDep) -> LoadAutoSync:
-    with pool.connection() as conn:
-        preference = preferences.load_preference(conn, user_id=user_id)
+async def load_auto_sync(user_id: CurrentUser, pool: ReadPoolDep) -> LoadAutoSync:
+    async with pool.connection() as conn:
+        preference = await preferences.load_preference(conn, user_id=user_id)
     return LoadAutoSync(
         settings=AutoSyncPreference(enabled=preference.enabled, interval_minutes=preference.interval_minutes)
     )
 
 
 @router.get("/next-run", response_model=NextRun)
-def next_run(user_id: CurrentUser, pool: PoolDep) -> NextRun:
+async def next_run(user_id: CurrentUser, pool: ReadPoolDep) -> NextRun:
     """When the user's auto-sync fires next, from their cron schedule's slot (null while it is off)."""
-    with pool.connection() as conn:
-        return NextRun(next_run=preferences.next_run(conn, user_id=user_id))
+    async with pool.connection() as conn:
+        return NextRun(next_run=await preferences.next_run(conn, user_id=user_id))
 
 
 @router.get("/intervals", response_model=Intervals)
-def intervals(user_id: CurrentUser, pool: PoolDep) -> Intervals:
+async def intervals(user_id: CurrentUser, pool: ReadPoolDep) -> Intervals:
     """The intervals save-auto-sync accepts, from the database (the page's choices)."""
-    with pool.connection() as conn:
-        return Intervals(intervals=preferences.supported_intervals(conn))
+    async with pool.connection() as conn:
+        return Intervals(intervals=await preferences.supported_intervals(conn))
