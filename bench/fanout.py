@@ -153,9 +153,10 @@ def _collect_runs(conn: psycopg.Connection[Any], window: Window) -> None:
 
 
 def fanout(
-    env: BenchEnv, *, interval: int, max_s: float, filler: Filler | None = None
+    env: BenchEnv, *, interval: int, max_s: float, filler: Filler | None = None, unstaggered: bool = True
 ) -> list[Window]:
-    """The busiest-minute fan-out with the per-user stagger, then with every user on one minute.
+    """The busiest-minute fan-out with the per-user stagger, then (`unstaggered`) with every user on
+    one minute, a boundary later.
 
     While it waits for each minute boundary, `filler` runs what fits (its jobs see no user cron job
     active and no queued run of the fan-out's).
@@ -180,6 +181,8 @@ def fanout(
     # Stop before the next minute's bucket fires.
     _observe(env, staggered, max_s=max_s, stop_by=slot + 50)
     windows.append(staggered)
+    if not unstaggered:
+        return windows
 
     if filler is not None:
         with env.connect() as conn:

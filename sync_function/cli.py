@@ -83,6 +83,7 @@ def worker(
     """Run a queue worker. Start as many as you like, on any host sharing the database."""
     import asyncio
 
+    import uvloop
     from prometheus_client import start_http_server
 
     from sync_function import logs, metrics, queue
@@ -91,7 +92,9 @@ def worker(
     logs.configure(config.log_level)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.REGISTRY)
-    asyncio.run(queue.run_worker(config, concurrency=concurrency))
+    # uvloop, as `serve` has through uvicorn: every job's fetch and finish pass through this loop.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(queue.run_worker(config, concurrency=concurrency))
 
 
 def _database_url() -> str:
