@@ -198,7 +198,7 @@ def run_cron(
             interval=sizes.fanout_interval,
             max_s=sizes.fanout_max_s,
             filler=filler,
-            unstaggered=sizes.fanout_unstaggered,
+            with_unstaggered=sizes.fanout_unstaggered,
         )
         if not sizes.fanout_unstaggered:
             figures.update({f"fanout.unstaggered.{name}": NOT_IN_QUICK for name in WINDOW_KEYS})
@@ -420,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             api_load_jobs(env, sizes, figures, filler)
         if wanted & {"schedule", "trigger", "fanout"}:
             run_cron(env, sizes, wanted, figures, chart, filler)
+            fanout.quiet(env)
         filler.finish()
     for name, seconds in filler.seconds.items():
         figures[f"bench.seconds.{name}"] = seconds

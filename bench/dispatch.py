@@ -94,9 +94,13 @@ def observe(
     """
     if filler is not None:
         filler.until(_next_slot(MIN_LEAD_S) - MIN_LEAD_S, quiet_queue=False)
+    # Committed before the slot is chosen: the dispatcher's insert of a user's run waits for an
+    # uncommitted delete of that user's earlier run (the one-active-run index), so a transaction
+    # still open at the boundary would delay every run it deleted one of.
     with env.connect() as conn:
         conn.execute("DELETE FROM public.sync_runs")
         conn.execute("DELETE FROM public.procrastinate_jobs WHERE queue_name = 'imports'")
+    with env.connect() as conn:
         now = time.time()
         slot = float((int(now) // 60 + 1) * 60)
         if slot - now < MIN_LEAD_S:
