@@ -43,7 +43,7 @@ from __future__ import annotations
 import operator
 import ssl
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, fields, replace
@@ -71,7 +71,13 @@ from sync_function.oauth import OAuthLogin
 from sync_function.parse import parse_message
 
 # The defaults live here; sync_function.config refers to them.
-DEFAULT_BATCH_SIZE = 200
+DEFAULT_BATCH_SIZE = 500
+# A batch also ends before it would hold more than this many bytes of messages: up to three batches
+# are in memory at once (fetched, parsed, written), whatever the mailbox's message sizes.
+BATCH_BYTES = 16 * 1024 * 1024
+# Messages above this size have theirs asked for (one RFC822.SIZE fetch with the too-large ones);
+# a smaller one counts as this many bytes of its batch's budget.
+SMALL_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 TOO_LARGE = "too_large"
 
@@ -678,10 +684,12 @@ def _import_folder(
     done = 0
     if on_progress is not None:
         on_progress(done, len(new_uids))
-    large = (
-        set(session.search_uids(min_uid=last_uid + 1, larger_than=max_message_bytes)) if new_uids else set()
-    )
-    large_sizes = session.fetch_sizes(sorted(large)) if large else {}
+    small_bytes = min(SMALL_MESSAGE_BYTES, max_message_bytes)
+    sized = set(session.search_uids(min_uid=last_uid + 1, larger_than=small_bytes)) if new_uids else set()
+    sizes = session.fetch_sizes(sorted(sized)) if sized else {}
+    # Too large to import: recorded with their size, never fetched.
+    large_sizes = {uid: size for uid, size in sizes.items() if size > max_message_bytes}
+    large = set(large_sizes)
     with conn.transaction():
         conn.execute(CREATE_BATCH_TABLE)
         row = conn.execute(MAX_STORED_UID, params).fetchone()
@@ -697,7 +705,13 @@ def _import_folder(
         cross_folder=account.several_folders,
     )
 
-    batches = [new_uids[i : i + batch_size] for i in range(0, len(new_uids), batch_size)]
+    batches = plan_batches(
+        new_uids,
+        {uid: 0 if uid in large else size for uid, size in sizes.items()},
+        max_count=batch_size,
+        max_bytes=BATCH_BYTES,
+        unsized_bytes=small_bytes,
+    )
     # Three stages overlap: the prefetch thread fetches batch n+2, this thread parses batch n+1,
     # the writer thread stores batch n (COPY + checkpoint + commit, where psycopg waits on Postgres
     # without the GIL). One write at a time, in batch order, so checkpoints move exactly as before;
@@ -768,6 +782,30 @@ def _import_folder(
         round_trips=session.round_trips - trips_before,
         imap_commands=tuple(session.commands[commands_before:]),
     )
+
+
+def plan_batches(
+    uids: Sequence[int], sizes: Mapping[int, int], *, max_count: int, max_bytes: int, unsized_bytes: int
+) -> list[list[int]]:
+    """`uids` cut, in order, into batches of at most `max_count` UIDs and `max_bytes` bytes.
+
+    A UID missing from `sizes` counts as `unsized_bytes`. A message larger than `max_bytes` on its
+    own is a batch of one. Order matters: each batch's last UID becomes the checkpoint when it is
+    committed.
+    """
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, unsized_bytes)
+        if batch and (len(batch) >= max_count or total + size > max_bytes):
+            batches.append(batch)
+            batch, total = [], 0
+        batch.append(uid)
+        total += size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def _check_arguments(

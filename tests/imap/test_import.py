@@ -364,3 +364,18 @@ def test_progress_runs_between_batches_with_the_connection_idle_and_every_batch_
 
     assert result.imported == 45
     assert seen == [(0, 45, 0), (10, 45, 10), (20, 45, 20), (30, 45, 30), (40, 45, 40), (45, 45, 45)]
+
+
+def test_batches_keep_uid_order_and_stop_at_the_count_or_the_byte_budget() -> None:
+    uids = list(range(1, 12))
+    sizes = {3: 900, 4: 900, 7: 5_000, 9: 0}  # 9: too large, recorded without a fetch
+    batches = importer.plan_batches(uids, sizes, max_count=4, max_bytes=1_000, unsized_bytes=100)
+    assert batches == [[1, 2], [3], [4, 5], [6], [7], [8, 9, 10, 11]]
+    assert [uid for batch in batches for uid in batch] == uids
+    # Small messages only: the count decides.
+    assert importer.plan_batches(uids, {}, max_count=5, max_bytes=10**9, unsized_bytes=100) == [
+        [1, 2, 3, 4, 5],
+        [6, 7, 8, 9, 10],
+        [11],
+    ]
+    assert importer.plan_batches([], {}, max_count=5, max_bytes=1, unsized_bytes=1) == []
