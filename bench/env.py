@@ -27,6 +27,7 @@ from harness import docker_local
 from harness.dovecot import DovecotServer
 from harness.dovecot_spec import DovecotConfig, dovecot_container, dovecot_image
 from harness.ports import free_port, unique_name
+from harness.processes import stop as stop_processes
 from harness.service import make_config
 from infra import containers, dbsettings, migrations
 from sync_function.config import Config
@@ -163,12 +164,7 @@ def serve_function(config: Config, *, processes: int = 1, source: Path | None = 
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()  # uvicorn's supervisor stops its worker processes on SIGTERM
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_processes([process])  # uvicorn's supervisor stops its worker processes on SIGTERM
 
 
 def new_users(conn: psycopg.Connection[Any], count: int, *, enabled: bool = True, interval: int = 5) -> list[uuid.UUID]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.env import BenchEnv
+from harness.processes import stop as stop_processes
 from harness.service import make_config, worker_env
 from sync_function.config import Config
 from sync_function.crypto import encrypt_password
@@ -142,14 +143,7 @@ def workers(
         _wait_registered(env, processes, count)
         yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_processes(processes)
         with env.connect() as conn:
             conn.execute("DELETE FROM public.procrastinate_workers")
 

@@ -31,6 +31,7 @@ from typing import Protocol
 
 from harness import docker_local, local_env
 from harness.ports import free_ports
+from harness.processes import stop as stop_processes
 from infra import containers
 
 PULUMI_CLI = "pulumi"
@@ -261,17 +262,6 @@ def _signals_raise() -> Iterator[Callable[[], None]]:
             signal.signal(sig, handler)
 
 
-def _stop(child: subprocess.Popen[bytes], *, grace_s: float = 15.0) -> None:
-    if child.poll() is not None:
-        return
-    child.terminate()
-    try:
-        child.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
-
-
 def run_tests(
     name: str,
     pytest_args: Sequence[str],
@@ -304,6 +294,6 @@ def run_tests(
         finally:
             teardown_mode()
             if child is not None:
-                _stop(child)
+                stop_processes([child], grace_s=15)
             removed = backend.down(name)
             log(f"{name} removed ({len(removed)} objects)")

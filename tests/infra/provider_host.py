@@ -40,6 +40,7 @@ from pulumi.output import Unknown
 from pulumi.runtime import rpc
 from pulumi.runtime.proto import provider_pb2, provider_pb2_grpc
 
+from harness.processes import stop as stop_processes
 from infra.containers import REPO_ROOT
 
 LAUNCH_SCRIPT = "pulumi-resource-pulumi-python"
@@ -214,12 +215,7 @@ def provider_host(root: Path = REPO_ROOT) -> Iterator[ProviderHost]:
         finally:
             if channel is not None:
                 channel.close()
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_processes([process], grace_s=10)
             if process.stdout is not None:
                 process.stdout.close()
 

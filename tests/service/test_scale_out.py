@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +10,7 @@ import psycopg
 import pytest
 
 from harness import mailgen
+from harness.processes import stop as stop_processes
 from harness.service import Service, worker_env
 from tests.support.api import add_account, enable, trigger, wait_for_run
 from tests.support.users import users
@@ -30,14 +30,8 @@ def two_workers(service: Service) -> Iterator[list[subprocess.Popen[bytes]]]:
         for _ in range(2)
     ]
     yield processes
+    stop_processes(processes)
     for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
         if process.stderr is not None:
             process.stderr.close()
 

@@ -20,6 +20,7 @@ import psycopg
 
 from harness.dovecot import DovecotServer
 from harness.ports import free_port
+from harness.processes import stop as stop_processes
 from harness.service import worker_env
 from sync_function.config import Config
 
@@ -60,14 +61,8 @@ class WorkerProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_processes([self.process])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
