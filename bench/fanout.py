@@ -105,7 +105,6 @@ def quiet(env: BenchEnv) -> None:
     """
     with env.connect() as conn:
         conn.execute(f"UPDATE cron.job SET active = false WHERE jobname = 'autosync-dispatcher' OR {JOBS}")
-    with env.connect() as conn:
         _reset_runs(conn)
 
 

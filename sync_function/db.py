@@ -34,6 +34,20 @@ def _role_statement(config: Config) -> sql.Composed | None:
     return sql.SQL("SET ROLE {}").format(sql.Identifier(config.database_role))
 
 
+def _pool_settings(config: Config, *, name: str, max_size: int) -> dict[str, Any]:
+    """What the service's pools, sync and async, have in common."""
+    return {
+        "conninfo": config.database_url.get_secret_value(),
+        "min_size": 1,
+        "max_size": max_size,
+        "name": name,
+        # Below trigger_auto_sync's default 5 s HTTP timeout: with the database unreachable, pg_cron's
+        # run must record our 503 and its reason, not a timeout of its own.
+        "timeout": 3.0,
+        "kwargs": {"autocommit": True, "application_name": name, "connect_timeout": 5},
+    }
+
+
 def open_pool(config: Config, *, name: str, max_size: int) -> ConnectionPool:
     """A pool that opens lazily: the service starts (and /healthz answers) while Postgres is down.
 
@@ -47,16 +61,7 @@ def open_pool(config: Config, *, name: str, max_size: int) -> ConnectionPool:
             conn.execute(set_role)  # autocommit: the role holds for the whole session
 
     return ConnectionPool(
-        config.database_url.get_secret_value(),
-        min_size=1,
-        max_size=max_size,
-        name=name,
-        open=True,
-        # Below trigger_auto_sync's default 5 s HTTP timeout: with the database unreachable, pg_cron's
-        # run must record our 503 and its reason, not a timeout of its own.
-        timeout=3.0,
-        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
-        configure=configure,
+        **_pool_settings(config, name=name, max_size=max_size), open=True, configure=configure
     )
 
 
@@ -73,13 +78,9 @@ async def open_async_pool(config: Config, *, name: str, max_size: int) -> AsyncC
             await conn.execute(set_role)
 
     pool: AsyncConnectionPool = AsyncConnectionPool(
-        config.database_url.get_secret_value(),
-        min_size=1,
-        max_size=max_size,
-        name=name,
-        open=False,  # an async pool opens on the running loop, below
-        timeout=3.0,
-        kwargs={"autocommit": True, "application_name": name, "connect_timeout": 5},
+        # An async pool opens on the running loop, below.
+        **_pool_settings(config, name=name, max_size=max_size),
+        open=False,
         configure=configure,
     )
     await pool.open(wait=False)
