@@ -41,6 +41,18 @@ TAR_CHUNK_BYTES = 64 * 1024 * 1024
 _LOGOUT = re.compile(r"imap\((?P<user>[^)]+)\).*?Disconnected: .*?body_count=(?P<bodies>\d+)")
 
 
+def maildir_name(seq: int, data: bytes) -> str:
+    """The file name Dovecot's own delivery gives a message: unique base, then ,S=size,W=vsize.
+
+    Dovecot sorts new files by the timestamp that starts the name when it assigns UIDs. The sizes
+    (S: bytes on disk, W: with every bare LF counted as CRLF, what IMAP reports) are what a server
+    that delivered the mail itself knows without opening the file; without them every SEARCH
+    LARGER or RFC822.SIZE makes Dovecot read the whole mailbox.
+    """
+    vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
+    return f"{1_600_000_000 + seq}.M{seq}P1.autosync,S={len(data)},W={vsize}"
+
+
 class DovecotServer:
     """A running Dovecot container and helpers to arrange mailboxes for a test."""
 
@@ -94,7 +106,7 @@ class DovecotServer:
                 dirs += [directory, *(f"{directory}/{sub}" for sub in ("cur", "new", "tmp"))]
                 self._maildirs.add(directory)
                 for seq, data in enumerate(messages, start=1):
-                    files[f"{directory}/new/{1_600_000_000 + seq}.M{seq}P1.autosync"] = data
+                    files[f"{directory}/new/{maildir_name(seq, data)}"] = data
             self._put(files, dirs=dirs, mode=0o600, uid=MAIL_UID, gid=MAIL_GID)
 
     def new_user(self, prefix: str = "user") -> tuple[str, str]:
@@ -127,7 +139,7 @@ class DovecotServer:
                 self._sequence += 1
                 seq = self._sequence
             # Dovecot sorts new files by the timestamp in their name when it assigns UIDs.
-            files[f"{directory}/new/{1_600_000_000 + seq}.M{seq}P1.autosync"] = data
+            files[f"{directory}/new/{maildir_name(seq, data)}"] = data
             size += len(data)
             count += 1
             if size >= TAR_CHUNK_BYTES:
