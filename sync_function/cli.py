@@ -50,7 +50,7 @@ def serve(
     import uvicorn
 
     from sync_function import logs
-    from sync_function.main import create_app
+    from sync_function.main import app_for_serving
 
     config = _config()  # checked here, so a bad variable stops the parent with its message
     logs.configure(config.log_level)
@@ -63,7 +63,7 @@ def serve(
         "proxy_headers": False,
     }
     if count == 1:
-        uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
+        uvicorn.run(app_for_serving(config), **common)  # type: ignore[arg-type]
         return
     # One Python process is one GIL: JWT checks, validation and JSON of concurrent requests queue
     # behind each other. uvicorn's supervisor binds the socket once and starts `count` processes,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -83,3 +84,23 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_server_process_freezes_its_startup_heap(database_url: str) -> None:
+    """Each `serve` process builds its app with `app_from_environment`; full collections then skip it."""
+    probe = (
+        "import gc; from sync_function.main import app_from_environment; "
+        "before = gc.get_freeze_count(); app_from_environment(); print(before, gc.get_freeze_count())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=worker_env(make_config(database_url)),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    before, after = map(int, result.stdout.split())
+    # Modules, routes and models: tens of thousands of objects, none of them frozen before.
+    assert (before, after > 20_000) == (0, True), result.stdout
