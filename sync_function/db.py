@@ -24,7 +24,7 @@ from sync_function.config import Config
 
 # The schema revision this code is written against; /readyz compares it with the database's.
 # tests/service/test_health.py keeps it equal to Alembic's head.
-EXPECTED_REVISION = "0028"
+EXPECTED_REVISION = "0029"
 
 
 def _role_statement(config: Config) -> sql.Composed | None:

@@ -517,3 +517,68 @@ def test_doctor_recommends_the_dispatcher_past_the_launch_rate(db: psycopg.Conne
         assert due / doctor.PER_USER_LAUNCHES_PER_S > doctor.PER_USER_ADVICE_LAG_S
     finally:
         delete_users(db, ids)
+
+
+FETCH_PLAN = """
+EXPLAIN (COSTS OFF)
+SELECT jobs.id FROM public.procrastinate_jobs AS jobs
+WHERE NOT EXISTS (
+        SELECT 1 FROM public.procrastinate_jobs AS other_jobs
+        WHERE jobs.lock IS NOT NULL AND other_jobs.lock = jobs.lock
+          AND (other_jobs.status = 'doing'
+               OR (other_jobs.status = 'todo' AND (other_jobs.priority > jobs.priority
+                   OR (other_jobs.priority = jobs.priority AND other_jobs.id < jobs.id)))))
+  AND jobs.status = 'todo' AND jobs.queue_name = ANY (ARRAY['imports'])
+  AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1 FOR UPDATE OF jobs SKIP LOCKED
+"""
+
+
+def queue_statistics(conn: psycopg.Connection) -> tuple[float, float | None]:  # type: ignore[type-arg]
+    """The planner's picture of procrastinate_jobs: its row estimate and the share of waiting jobs."""
+    row = conn.execute(
+        """SELECT c.reltuples,
+                  (SELECT s.most_common_freqs[array_position(s.most_common_vals::text::text[], 'todo')]
+                   FROM pg_stats AS s
+                   WHERE s.schemaname = 'public' AND s.tablename = 'procrastinate_jobs' AND s.attname = 'status')
+           FROM pg_class AS c WHERE c.oid = 'public.procrastinate_jobs'::regclass"""
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_a_new_environments_first_burst_is_analysed_as_it_is_queued(fresh_postgres: PostgresConfig) -> None:
+    """Unanalysed, procrastinate_jobs gets a fetch plan that sorts the whole queue for every job taken."""
+    url = fresh_postgres.url
+    migrations.upgrade(url)
+    burst = 1_200
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert queue_statistics(conn) == (-1, None), "a new environment's queue was analysed already"
+        set_mode(conn, "dispatcher")
+        group = [uuid.uuid4() for _ in range(burst)]
+        conn.execute(
+            "INSERT INTO auth.users (id, email) SELECT u, u::text || '@example.test' FROM unnest(%s::uuid[]) AS u",
+            (group,),
+        )
+        conn.execute(
+            "INSERT INTO public.user_settings (user_id, enabled, interval_minutes) "
+            "SELECT u, true, 5 FROM unnest(%s::uuid[]) AS u",
+            (group,),
+        )
+        conn.execute("SELECT public.schedule_auto_sync(u, 5) FROM unnest(%s::uuid[]) AS u", (group,))
+
+        assert one(conn, "SELECT public.auto_sync_dispatch(now() + interval '1 hour')") == burst
+
+        rows, waiting = queue_statistics(conn)
+        assert rows >= burst and waiting == 1.0
+        # The fetch now walks procrastinate's (priority, id) index and stops at the first job.
+        plan = "\n".join(line for (line,) in conn.execute(FETCH_PLAN).fetchall())
+        assert "Sort" not in plan, plan
+        # The statistics fit: a second burst as deep is not analysed again, nor is a small one.
+        assert one(conn, "SELECT autosync_private.refresh_queue_statistics(%s)", (burst,)) is False
+        assert one(conn, "SELECT autosync_private.refresh_queue_statistics(%s)", (999,)) is False
+        # The queue drained and analysed empty (no sample, so no MCVs left either way): a deep burst is.
+        conn.execute("DELETE FROM public.procrastinate_jobs")
+        conn.execute("VACUUM ANALYZE public.procrastinate_jobs")
+        assert queue_statistics(conn)[0] == 0
+        assert one(conn, "SELECT autosync_private.refresh_queue_statistics(%s)", (burst,)) is True
