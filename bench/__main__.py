@@ -239,6 +239,7 @@ def run_dispatcher(
     env: BenchEnv, sizes: Sizes, figures: report.Figures, medium_users: int, filler: Filler
 ) -> list[fanout.Window]:
     """Dispatcher mode: the fan-out's users and a large population, observed at one minute boundary."""
+    switched_at = time.time()
     figures["fanout.dispatcher.switch_s"] = dispatch.switch(env, "dispatcher")
     _, schedule_s = dispatch.schedule(env, sizes.dispatcher_large_users, sizes.dispatcher_large_interval)
     figures["fanout.dispatcher.schedule_users_per_s"] = report.ratio(sizes.dispatcher_large_users, schedule_s)
@@ -246,7 +247,8 @@ def run_dispatcher(
         dispatch.Population("medium", sizes.fanout_interval, medium_users),
         dispatch.Population("large", sizes.dispatcher_large_interval, sizes.dispatcher_large_users),
     ]
-    observed = dispatch.observe(env, populations, max_s=sizes.fanout_max_s, filler=filler)
+    observed = dispatch.observe(env, populations, max_s=sizes.fanout_max_s, switched_at=switched_at, filler=filler)
+    figures["fanout.dispatcher.first_run_after_switch_s"] = observed.first_run_s
     figures["fanout.dispatcher.period_s"] = 1
     figures["fanout.dispatcher.dispatch_p50_ms"] = report.percentile(observed.dispatch_ms, 50)
     figures["fanout.dispatcher.dispatch_max_ms"] = max(observed.dispatch_ms, default=float("nan"))

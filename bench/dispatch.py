@@ -50,8 +50,8 @@ class Observed:
     slot: float
     populations: list[Population]
     dispatch_ms: list[float] = field(default_factory=list)
-    switch_s: float = 0.0
-    schedule_s: float = 0.0
+    # From the switch to dispatcher mode to pg_cron's first dispatcher run.
+    first_run_s: float = float("nan")
 
 
 def switch(env: BenchEnv, mode: str) -> float:
@@ -85,15 +85,45 @@ def busiest_minute(conn: psycopg.Connection[Any], interval: int) -> int:
     return max(per_offset.values(), default=0)
 
 
-def observe(
-    env: BenchEnv, populations: list[Population], *, max_s: float, filler: Filler | None = None
-) -> Observed:
-    """Forget earlier runs, wait for the next minute boundary, collect what the dispatcher queued.
+def first_run_after(env: BenchEnv, since: float, *, timeout_s: float) -> float:
+    """Seconds from `since` (epoch) to the start of pg_cron's first dispatcher run after it.
 
-    While it waits, `filler` runs the jobs that fit and need no quiet queue.
+    pg_cron starts an interval job once its launcher has reloaded the job table. Right after a
+    switch that unscheduled 10,000 per-user jobs, which had just launched a window's runs, that took
+    12-56 s here; a window observed before it would measure the switch, not the dispatcher.
+    """
+    deadline = time.time() + timeout_s
+    with env.connect() as conn:
+        while True:
+            row = conn.execute(
+                """SELECT extract(epoch FROM min(d.start_time))
+                   FROM cron.job_run_details AS d JOIN cron.job AS j USING (jobid)
+                   WHERE j.jobname = 'autosync-dispatcher' AND d.start_time >= to_timestamp(%s)""",
+                (since,),
+            ).fetchone()
+            if row is not None and row[0] is not None:
+                return float(row[0]) - since
+            if time.time() > deadline:
+                raise RuntimeError(f"pg_cron did not start the dispatcher within {timeout_s:.0f} s of the switch")
+            time.sleep(0.2)
+
+
+def observe(
+    env: BenchEnv,
+    populations: list[Population],
+    *,
+    max_s: float,
+    switched_at: float,
+    filler: Filler | None = None,
+) -> Observed:
+    """What the dispatcher queued for each population at the next minute boundary.
+
+    First the jobs of `filler` that fit and need no quiet queue, then a wait for pg_cron's first
+    dispatcher run since `switched_at`; then earlier runs are forgotten and the boundary observed.
     """
     if filler is not None:
         filler.until(_next_slot(MIN_LEAD_S) - MIN_LEAD_S, quiet_queue=False)
+    first_run_s = first_run_after(env, switched_at, timeout_s=180)
     # Committed before the slot is chosen: the dispatcher's insert of a user's run waits for an
     # uncommitted delete of that user's earlier run (the one-active-run index), so a transaction
     # still open at the boundary would delay every run it deleted one of.
@@ -127,7 +157,7 @@ def observe(
             ).fetchone()
             if row is not None and row[0] >= expected and time.time() > slot + SETTLE_S:
                 break
-        observed = Observed(slot=slot, populations=populations)
+        observed = Observed(slot=slot, populations=populations, first_run_s=first_run_s)
         for population in populations:
             _collect(conn, population, slot)
         observed.dispatch_ms = [
@@ -154,15 +184,17 @@ def _collect(conn: psycopg.Connection[Any], population: Population, slot: float)
     ).fetchall()
     population.delays = [float(delay) for _, delay in rows]
     # queued_at is the dispatch transaction's start; workers see the runs when it commits, which
-    # pg_cron records as the end of that dispatcher run.
+    # pg_cron records as the end of that dispatcher run: the first to end after queued_at, since
+    # runs of one job never overlap. (Matching on start_time picked the run before whenever pg_cron
+    # stamped a run's start after its transaction had begun.)
     committed = conn.execute(
         """SELECT extract(epoch FROM d.end_time
                           - public.auto_sync_slot_at_or_before(r.user_id, a.interval_minutes, r.queued_at))
            FROM public.sync_runs AS r JOIN public.auto_sync_jobs AS a USING (user_id)
            CROSS JOIN LATERAL (
                SELECT d.end_time FROM cron.job_run_details AS d JOIN cron.job AS j USING (jobid)
-               WHERE j.jobname = 'autosync-dispatcher' AND d.start_time <= r.queued_at
-               ORDER BY d.start_time DESC LIMIT 1) AS d
+               WHERE j.jobname = 'autosync-dispatcher' AND d.end_time >= r.queued_at
+               ORDER BY d.end_time LIMIT 1) AS d
            WHERE a.interval_minutes = %s AND r.trigger = 'cron' AND r.queued_at >= to_timestamp(%s)
              AND d.end_time IS NOT NULL""",
         (population.interval, slot - 60),
