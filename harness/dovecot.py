@@ -138,7 +138,6 @@ class DovecotServer:
             with self._lock:
                 self._sequence += 1
                 seq = self._sequence
-            # Dovecot sorts new files by the timestamp in their name when it assigns UIDs.
             files[f"{directory}/new/{maildir_name(seq, data)}"] = data
             size += len(data)
             count += 1
