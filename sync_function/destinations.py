@@ -238,7 +238,28 @@ def _pinned_socket(addresses: list[tuple[int, IpAddress]], port: int, timeout: f
     raise last
 
 
-class _PinnedPlain(imap4.IMAP4WithTimeout):
+class _GreetingCapabilities:
+    """imaplib asks CAPABILITY right after the greeting, even when the greeting already announced them.
+
+    Servers that announce them (RFC 3501 7.1: `* OK [CAPABILITY ...]`, as Dovecot and Cyrus do) spare
+    the round trip, a quarter of the commands of a sync that finds nothing new. A greeting without them
+    gets imaplib's own command. Either way the answer is consumed, as imaplib's command would, so that
+    imapclient takes the capabilities sent after LOGIN, not these, once signed in.
+    """
+
+    untagged_responses: dict[str, list[bytes]]
+    capabilities: tuple[str, ...]
+    _encoding: str
+
+    def _get_capabilities(self) -> None:
+        announced = self.untagged_responses.pop("CAPABILITY", None)
+        if not announced or not announced[-1]:
+            super()._get_capabilities()  # type: ignore[misc]
+            return
+        self.capabilities = tuple(announced[-1].decode(self._encoding).upper().split())
+
+
+class _PinnedPlain(_GreetingCapabilities, imap4.IMAP4WithTimeout):
     def __init__(self, host: str, port: int, timeout: float | None, addresses: list[tuple[int, IpAddress]]):
         self._addresses = addresses
         super().__init__(host, port, timeout)
@@ -247,7 +268,7 @@ class _PinnedPlain(imap4.IMAP4WithTimeout):
         return _pinned_socket(self._addresses, self.port, timeout if timeout is not None else self._timeout)
 
 
-class _PinnedTls(tls.IMAP4_TLS):
+class _PinnedTls(_GreetingCapabilities, tls.IMAP4_TLS):
     def __init__(
         self,
         host: str,
