@@ -34,6 +34,10 @@ from tests.support.users import users
 pytestmark = pytest.mark.docker
 
 MESSAGES = 2000
+# Kills at fresh progress, and the last messages no such kill waits for: between reaching its goal
+# and the kill, the worker can store ~100 more (a 0-50 ms pause, small messages, batches of 10).
+PROGRESS_KILLS = 10
+KILL_RESERVE = 300
 # Small batches: many commit boundaries for a kill to fall between, or inside.
 BATCH = {"AUTOSYNC_IMAP_BATCH_SIZE": "10"}
 # Reproducible: AUTOSYNC_CRASH_SEED=<the seed a failure printed> replays the same kill points.
@@ -105,8 +109,14 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
             # worker starts up or waits to rescue the dead one's job.
             last = 0
             with psycopg.connect(database_url, autocommit=True) as watch:
-                while sum(1 for how, _ in kills if how == "progress") < 10:
-                    goal = last + rng.randint(10, 90)
+                while (left := PROGRESS_KILLS - sum(1 for how, _ in kills if how == "progress")) > 0:
+                    # The goals of the kills still to come must fit in what is left to import: a goal
+                    # past the last message can never be met, and a kill after it would not land inside
+                    # the import. A fast worker (and a restart's import before its kill) uses up room.
+                    step = min(90, (MESSAGES - KILL_RESERVE - last) // left)
+                    if step < 1:
+                        break
+                    goal = last + rng.randint(min(10, step), step)
                     wait_until(
                         lambda goal=goal: progress(watch, user, run_id) >= goal,
                         timeout_s=60,
@@ -121,7 +131,9 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(
                     kills.append(("progress", last))
                     worker.start()
                     if len(kills) % 3 == 0:
-                        time.sleep(rng.uniform(0.1, 2.0))
+                        # Within a second: before the new worker can rescue the job (its heartbeats
+                        # stop counting after 1.5 s), so that this kill spends none of the import.
+                        time.sleep(rng.uniform(0.1, 1.0))
                         worker.kill()
                         kills.append(("time", progress(watch, user, run_id)))
                         worker.start()
