@@ -198,8 +198,9 @@ def test_sigkill_mid_import_of_a_multi_folder_account_stores_exactly_each_folder
         try:
             run_id = trigger(service, user)
             with psycopg.connect(database_url, autocommit=True) as watch:
-                # Kills spread over the whole import, so that some land in the second and third folder.
-                for goal in sorted(rng.sample(range(50, total - 50), 6)):
+                # Kills spread over the whole import, so that some land in the second and third folder,
+                # but not so near its end that the messages stored before the kill finish it.
+                for goal in sorted(rng.sample(range(50, total - KILL_RESERVE), 6)):
                     wait_until(
                         lambda goal=goal: progress(watch, user, run_id) >= goal,
                         timeout_s=60,
