@@ -102,7 +102,7 @@ class RecentlyAlive:
 
     procrastinate checks every connection its pool hands out with an empty query, so that a worker
     survives a database restart: one round trip before each fetch and each finish of a job, two of
-    the nine a sync that finds nothing new costs. A connection that went back to the pool less than
+    the eight a sync that finds nothing new cost. A connection that went back to the pool less than
     `window_s` ago, with nothing arrived on its socket since, skips it: a server that shuts down or
     ends the session sends its reason and closes, which leaves the socket readable, so such a
     connection still gets the full check and is replaced. (HikariCP's aliveBypassWindowMs is the same

@@ -50,7 +50,7 @@ def app_for_serving(config: Config) -> FastAPI:
     What exists once the app is built (modules, routes, models: ~100,000 objects) lives as long as
     the process. Left to the collector, every full collection walked all of it while every request
     in flight waited: 67-103 ms, 3-5 times in a 20-second load run, most of the API's p99
-    (BENCHMARKS.md, "Section 2's targets: the current measurement"). Frozen, a full collection
+    (BENCHMARKS.md, "Each server process freezes its startup heap"). Frozen, a full collection
     walks only what requests leave.
     Tests that run several apps in one process build them with `create_app`, which freezes nothing.
     """

@@ -17,11 +17,6 @@ from tests.support.mailboxes import Mailbox
 pytestmark = pytest.mark.docker
 
 
-def commands_sent(session: object) -> int:
-    """Tagged commands the connection has sent so far (imaplib numbers its tags from 0)."""
-    return int(session._client._imap.tagnum)  # type: ignore[attr-defined]
-
-
 # Before LOGIN Dovecot offers AUTH=PLAIN (and STARTTLS on the plain port); after it, neither.
 @pytest.mark.parametrize(("tls_mode", "commands"), [("plain", 1), ("tls", 1), ("starttls", 3)])
 def test_dovecot_greeting_capabilities_are_used_and_replaced_at_login(
@@ -42,7 +37,7 @@ def test_dovecot_greeting_capabilities_are_used_and_replaced_at_login(
     with session:
         # plain and tls: LOGIN only. starttls: STARTTLS, CAPABILITY again over TLS (RFC 2595 3.1:
         # what was said in the clear is not trusted), LOGIN.
-        assert commands_sent(session) == commands
+        assert session._tag_count() == commands  # tags sent so far, LOGIN's included
         capabilities = session.capabilities
         assert "IMAP4REV1" in capabilities
         assert not any(c.startswith("AUTH=") for c in capabilities), capabilities

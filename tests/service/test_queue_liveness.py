@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import psycopg
@@ -87,7 +86,7 @@ def test_an_idle_or_unknown_connection_gets_the_full_check(database_url: str, fu
             await liveness.check(conn)  # just given back: not checked
             seen.append(len(full_checks))
             await liveness.returned(conn)
-            time.sleep(1.1)
+            await asyncio.sleep(1.1)
             await liveness.check(conn)  # given back longer ago than the window: checked
             seen.append(len(full_checks))
             await liveness.check(conn)  # a second hand-out without a return in between: checked
